@@ -1,0 +1,283 @@
+"""RunConfig: the one description of a training run.
+
+The form builds it, the CLI parses into it, the store keeps it as JSON, the trainer reads it and
+the comparison diffs it. Adding a setting means adding a field here (with its help text and
+allowed values) and using it where it matters; the CLI flags and the form read this table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 codes 0-6
+
+ARCHS = ("custom", "vgg16", "resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b2")
+TRANSFER_MODES = ("scratch", "head", "frozen", "unfrozen")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be trained; the message is a plain sentence for the user."""
+
+
+def _f(default, help: str, choices: tuple | None = None, lo: float | None = None,
+       hi: float | None = None, group: str = "optimisation"):
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "group": group}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda d=tuple(default): d, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- data
+    data: str = _f("synthetic", "Dataset name (see `data list`) or a path to import.", group="data")
+    classes: tuple = _f((), "Class subset, e.g. happy,neutral,sad. Empty means all classes.", group="data")
+    split: str = _f("usage", "Use the source's own splits (FER2013 Usage) or a stratified random split.",
+                    choices=("usage", "random"), group="data")
+    split_ratios: tuple = _f((0.8, 0.1, 0.1), "Train/val/test ratios for a random split (2 or 3 numbers).",
+                             group="data")
+    split_seed: int = _f(0, "Seed of the random split.", lo=0, group="data")
+    data_fraction: float = _f(1.0, "Fraction of the training images to use (for quick CPU runs).",
+                              lo=0.001, hi=1.0, group="data")
+    # --- architecture
+    arch: str = _f("custom", "Network architecture.", choices=ARCHS, group="architecture")
+    conv_blocks: int = _f(4, "Custom CNN: number of conv blocks (each ends in pooling).", lo=1, hi=8,
+                          group="architecture")
+    filters: tuple = _f((64, 128, 256, 512), "Custom CNN: filters per block (the last value repeats).",
+                        group="architecture")
+    convs_per_block: int = _f(2, "Custom CNN: conv layers in each block.", lo=1, hi=4, group="architecture")
+    kernel_size: int = _f(3, "Custom CNN: convolution kernel size.", choices=(3, 5, 7), group="architecture")
+    batchnorm: bool = _f(True, "Custom CNN: BatchNorm after each conv and FC layer.", group="architecture")
+    activation: str = _f("relu", "Custom CNN: activation function.",
+                         choices=("relu", "leaky_relu", "elu", "sigmoid", "tanh"), group="architecture")
+    pooling: str = _f("max", "Custom CNN: pooling at the end of each block.", choices=("max", "avg"),
+                      group="architecture")
+    conv_dropout: float = _f(0.25, "Custom CNN: dropout after each conv block.", lo=0.0, hi=0.9,
+                             group="architecture")
+    fc_units: tuple = _f((256,), "Custom CNN: widths of the fully connected layers.", group="architecture")
+    fc_dropout: float = _f(0.5, "Dropout in the fully connected part (also the new head of ImageNet nets).",
+                           lo=0.0, hi=0.9, group="architecture")
+    init: str = _f("default", "Weight initialisation of trainable new layers.",
+                   choices=("default", "kaiming", "xavier", "normal"), group="architecture")
+    # --- transfer (ImageNet nets)
+    transfer: str = _f("scratch", "scratch: random init; head: only a new linear classifier trains; "
+                       "frozen: pretrained features frozen, a new FC block trains; unfrozen: everything trains.",
+                       choices=TRANSFER_MODES, group="transfer")
+    input_mode: str = _f("rgb", "rgb: grayscale copied to 3 channels; gray: first conv summed to 1 channel.",
+                         choices=("rgb", "gray"), group="transfer")
+    image_size: int = _f(48, "Input size the images are resized to (ImageNet nets like 96-224).",
+                         lo=32, hi=320, group="transfer")
+    # --- preprocessing and augmentation
+    normalize: str = _f("standard", "Pixel scaling: unit 0..1, sym -1..1, standard (dataset mean/std).",
+                        choices=("unit", "sym", "standard"), group="augmentation")
+    hflip: float = _f(0.5, "Probability of a horizontal flip.", lo=0.0, hi=1.0, group="augmentation")
+    rotation: float = _f(10.0, "Maximum rotation in degrees.", lo=0.0, hi=90.0, group="augmentation")
+    shift: float = _f(0.0, "Maximum shift as a fraction of the image size.", lo=0.0, hi=0.5,
+                      group="augmentation")
+    zoom: float = _f(0.0, "Maximum zoom in/out as a fraction (random resized crop).", lo=0.0, hi=0.5,
+                     group="augmentation")
+    blur: float = _f(0.0, "Probability of a Gaussian blur (sigma 0.1-1.5).", lo=0.0, hi=1.0,
+                     group="augmentation")
+    erasing: float = _f(0.0, "Probability of random erasing of a patch.", lo=0.0, hi=1.0,
+                        group="augmentation")
+    mixup: float = _f(0.0, "Mixup alpha (0 = off).", lo=0.0, hi=2.0, group="augmentation")
+    tta: str = _f("none", "Test-time augmentation used by evaluation.", choices=("none", "flip", "tencrop"),
+                  group="augmentation")
+    # --- optimisation
+    optimizer: str = _f("adam", "Optimiser.", choices=("adam", "adamw", "sgd"))
+    lr: float = _f(1e-3, "Learning rate (peak rate for one-cycle).", lo=1e-7, hi=100.0)
+    momentum: float = _f(0.9, "SGD momentum.", lo=0.0, hi=0.999)
+    nesterov: bool = _f(False, "SGD with Nesterov momentum.")
+    weight_decay: float = _f(0.0, "Weight decay.", lo=0.0, hi=1.0)
+    batch_size: int = _f(128, "Batch size.", lo=1, hi=4096)
+    epochs: int = _f(20, "Maximum number of epochs.", lo=1, hi=1000)
+    schedule: str = _f("constant", "Learning-rate schedule.", choices=("constant", "plateau", "cosine", "onecycle"))
+    plateau_patience: int = _f(3, "ReduceLROnPlateau: epochs without val improvement before the LR drops.",
+                               lo=1, hi=100)
+    plateau_factor: float = _f(0.5, "ReduceLROnPlateau: factor the LR is multiplied by.", lo=0.01, hi=0.99)
+    early_stopping: int = _f(0, "Stop after this many epochs without val-accuracy improvement (0 = off).",
+                             lo=0, hi=1000)
+    grad_clip: float = _f(0.0, "Clip the gradient norm to this value (0 = off).", lo=0.0, hi=1000.0)
+    label_smoothing: float = _f(0.0, "Label smoothing of the cross-entropy.", lo=0.0, hi=0.5)
+    class_weights: bool = _f(False, "Weight the loss by inverse class frequency (for imbalance).")
+    loss: str = _f("ce", "Loss: cross-entropy, or mean squared error on one-hot targets.", choices=("ce", "mse"))
+    seed: int = _f(0, "Random seed of initialisation, shuffling and augmentation.", lo=0)
+    amp: bool = _f(True, "Mixed precision (bf16 autocast) on a GPU; ignored on a CPU.")
+    # --- bookkeeping
+    name: str = _f("", "Run name (optional).", group="run")
+    preset: str = _f("", "Preset the config started from (informational).", group="run")
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            meta = f.metadata
+            if meta.get("choices") and v not in meta["choices"]:
+                raise ConfigError(f"{f.name} must be one of {', '.join(map(str, meta['choices']))}, not {v!r}.")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if meta.get("lo") is not None and v < meta["lo"]:
+                    raise ConfigError(f"{f.name} must be at least {meta['lo']}, not {v}.")
+                if meta.get("hi") is not None and v > meta["hi"]:
+                    raise ConfigError(f"{f.name} must be at most {meta['hi']}, not {v}.")
+        if not self.filters or any(int(x) < 1 for x in self.filters):
+            raise ConfigError("filters must be a list of positive numbers of channels.")
+        if any(int(x) < 1 for x in self.fc_units):
+            raise ConfigError("fc_units must be positive widths.")
+        if self.split == "random":
+            r = self.split_ratios
+            if len(r) not in (2, 3) or any(x <= 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
+                raise ConfigError("split_ratios must be 2 or 3 positive numbers summing to 1, e.g. 0.8,0.1,0.1.")
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError("classes lists a class twice.")
+        if self.classes and len(self.classes) < 2:
+            raise ConfigError("A class subset needs at least 2 classes.")
+        if self.arch == "custom" and self.transfer != "scratch":
+            raise ConfigError("The custom CNN has no pretrained weights: use transfer mode 'scratch'.")
+        if self.arch == "custom":
+            min_side = self.image_size // (2 ** self.conv_blocks)
+            if min_side < 1:
+                raise ConfigError(f"{self.conv_blocks} pooling blocks shrink a {self.image_size}px image to "
+                                  "nothing; use fewer blocks or a larger image size.")
+
+    # --- conversions
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"Unknown config setting(s): {', '.join(unknown)}.")
+        return cls(**{k: coerce(known[k], v) for k, v in d.items()})
+
+    def replace(self, **changes) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def diff(self, other: "RunConfig") -> dict[str, tuple[Any, Any]]:
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def config_fields():
+    """The fields with their metadata, for the CLI and the Train form."""
+    return fields(RunConfig)
+
+
+def coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Turn a value from JSON, a CLI string or a form into the field's type, with a plain error."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            items = list(value)
+            if f.name in ("filters", "fc_units"):
+                return tuple(int(x) for x in items)
+            if f.name == "split_ratios":
+                return tuple(float(x) for x in items)
+            return tuple(str(x) for x in items)
+        if isinstance(default, int):
+            fv = float(value)
+            if fv != int(fv):
+                raise ValueError(value)
+            return int(fv)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{f.name} got {value!r}, which is not a valid {type(default).__name__}.") from None
+
+
+# --- presets: the set-ups of the published student reports, and the lab's own recipes -------------
+# Each is a dict of changes to RunConfig's defaults; `describe` says where it comes from.
+PRESETS: dict[str, dict] = {
+    "default": {
+        "describe": "The lab's default from-scratch recipe: a VGG-style 4-block CNN (2 convs per block), "
+                    "SGD with one-cycle, label smoothing, crop/rotation/erasing, flip TTA.",
+        "config": dict(arch="custom", conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=2,
+                       batchnorm=True, activation="relu", conv_dropout=0.1, fc_units=(512,), fc_dropout=0.4,
+                       hflip=0.5, rotation=10.0, shift=0.1, zoom=0.1, erasing=0.25, optimizer="sgd", lr=0.05,
+                       momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=128, epochs=40,
+                       schedule="onecycle", label_smoothing=0.1, tta="flip"),
+    },
+    "best": {
+        "describe": "The lab's strongest from-scratch recipe: wider VGG-style CNN, mixup, longer one-cycle "
+                    "schedule, ten-crop TTA.",
+        "config": dict(arch="custom", conv_blocks=4, filters=(96, 192, 384, 768), convs_per_block=2,
+                       conv_dropout=0.1, fc_units=(1024,), fc_dropout=0.5, hflip=0.5, rotation=15.0,
+                       shift=0.1, zoom=0.15, erasing=0.4, mixup=0.2, optimizer="sgd", lr=0.05, momentum=0.9,
+                       nesterov=True, weight_decay=5e-4, batch_size=128, epochs=120, schedule="onecycle",
+                       label_smoothing=0.1, tta="tencrop"),
+    },
+    "cpu-starter": {
+        "describe": "A compact CNN that trains on a laptop CPU in minutes (the shipped starter model's recipe).",
+        "config": dict(arch="custom", conv_blocks=4, filters=(32, 64, 128, 256), convs_per_block=2,
+                       conv_dropout=0.1, fc_units=(256,), fc_dropout=0.4, hflip=0.5, rotation=10.0,
+                       shift=0.08, zoom=0.08, erasing=0.1, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
+                       batch_size=128, epochs=12, schedule="onecycle", label_smoothing=0.1, tta="flip"),
+    },
+    "report-3class-hns": {
+        "describe": "Report: 3-class happy/neutral/sad CNN (Conv+LeakyReLU+MaxPool, FC with dropout and "
+                    "BatchNorm, blur/flip/rotation, 8 epochs, batch 32, lr 0.01 vs 0.001).",
+        "config": dict(classes=("happy", "neutral", "sad"), conv_blocks=3, filters=(32, 64, 128),
+                       convs_per_block=1, activation="leaky_relu", batchnorm=True, conv_dropout=0.0,
+                       fc_units=(128,), fc_dropout=0.5, blur=0.3, hflip=0.5, rotation=10.0, optimizer="adam",
+                       lr=1e-3, batch_size=32, epochs=8),
+    },
+    "report-3class-ahn": {
+        "describe": "Report: 3-class angry/happy/neutral CNN (4 conv blocks with BN, LeakyReLU, dropout, "
+                    "flip/rotation, Adam 1e-3, gradient clipping, batch 128, 20 epochs; reported 81-82 %).",
+        "config": dict(classes=("angry", "happy", "neutral"), conv_blocks=4, filters=(32, 64, 128, 256),
+                       convs_per_block=1, activation="leaky_relu", batchnorm=True, conv_dropout=0.25,
+                       fc_units=(256,), fc_dropout=0.5, hflip=0.5, rotation=10.0, optimizer="adam", lr=1e-3,
+                       grad_clip=1.0, batch_size=128, epochs=20),
+    },
+    "report-7class-4block": {
+        "describe": "Report: 7-class 4-block CNN, dropout 0.25, lr 5e-4 and ReduceLROnPlateau "
+                    "(reported ~57-69 %).",
+        "config": dict(conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=1, conv_dropout=0.25,
+                       fc_units=(256, 512), fc_dropout=0.25, optimizer="adam", lr=5e-4, schedule="plateau",
+                       batch_size=64, epochs=30),
+    },
+    "report-4class-transfer": {
+        "describe": "Report: 4-class happy/sad/neutral/surprise transfer study (VGG16/ResNet101/EfficientNet-B2, "
+                    "frozen vs unfrozen, RGB vs grayscale). This preset is the ResNet101 unfrozen RGB arm.",
+        "config": dict(classes=("happy", "sad", "neutral", "surprise"), arch="resnet101", transfer="unfrozen",
+                       input_mode="rgb", image_size=96, optimizer="adam", lr=1e-4, batch_size=64, epochs=10,
+                       fc_units=(256,), fc_dropout=0.5),
+    },
+    "report-7class-vgg16-weighted": {
+        "describe": "Report: 7-class VGG16 with class weights, rotation/shift/zoom, Adam 1e-5, early stopping "
+                    "and ReduceLROnPlateau (reported 55.8-68.3 %).",
+        "config": dict(arch="vgg16", transfer="unfrozen", image_size=48, class_weights=True, rotation=15.0,
+                       shift=0.1, zoom=0.1, optimizer="adam", lr=1e-5, batch_size=32, epochs=30,
+                       early_stopping=5, schedule="plateau", fc_units=(256,), fc_dropout=0.5),
+    },
+    "report-7class-vggstyle": {
+        "describe": "Report: 7-class VGG-style CNN with class weights, rotation/shift/zoom, batch 32, Adam 1e-5, "
+                    "early stopping and ReduceLROnPlateau.",
+        "config": dict(conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=2, conv_dropout=0.25,
+                       fc_units=(512, 256), fc_dropout=0.5, class_weights=True, rotation=15.0, shift=0.1,
+                       zoom=0.1, optimizer="adam", lr=1e-5, batch_size=32, epochs=30, early_stopping=5,
+                       schedule="plateau"),
+    },
+}
+
+
+def preset_config(name: str, **overrides) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"There is no preset named {name!r}; choose one of {', '.join(PRESETS)}.")
+    return RunConfig.from_dict({**PRESETS[name]["config"], "preset": name, **overrides})

@@ -1,0 +1,146 @@
+"""FERDataset: uint8 face images, integer labels, class names and a split per image.
+
+Every source (CSV, image folder, zip, synthetic) produces one of these; everything downstream
+(training, evaluation, the Data page) consumes it. Splits are stored as one small code per image
+so that subsets and re-splits are cheap array operations.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message is a plain sentence."""
+
+
+@dataclass
+class FERDataset:
+    name: str
+    source: str
+    classes: list[str]
+    images: np.ndarray          # (N, H, W) uint8
+    labels: np.ndarray          # (N,) int64, index into classes
+    split: np.ndarray           # (N,) uint8, index into SPLITS
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)   # e.g. "3 unreadable images skipped"
+
+    def __post_init__(self):
+        self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.split = np.asarray(self.split, dtype=np.uint8)
+        if self.images.ndim != 3:
+            raise DataError("Images must be a stack of grayscale pictures (N, H, W).")
+        if not (len(self.images) == len(self.labels) == len(self.split)):
+            raise DataError("Images, labels and splits have different lengths.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def split_counts(self) -> dict[str, int]:
+        return {s: int((self.split == i).sum()) for i, s in enumerate(SPLITS)}
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class: count}}"""
+        out = {}
+        for i, s in enumerate(SPLITS):
+            lab = self.labels[self.split == i]
+            counts = np.bincount(lab, minlength=len(self.classes))
+            out[s] = {c: int(n) for c, n in zip(self.classes, counts)}
+        return out
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in SPLITS:
+            raise DataError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+        m = self.split == SPLITS.index(split)
+        return self.images[m], self.labels[m]
+
+    def fingerprint(self) -> str:
+        """Content hash: the same images, labels, splits and class names give the same id."""
+        h = hashlib.blake2b(digest_size=12)
+        h.update("|".join(self.classes).encode())
+        for a in (self.images, self.labels, self.split):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    # --- derived datasets
+    def subset_classes(self, classes: list[str] | tuple[str, ...]) -> "FERDataset":
+        """Keep only the named classes, relabelled 0..k-1 in the given order."""
+        if not classes:
+            return self
+        missing = [c for c in classes if c not in self.classes]
+        if missing:
+            raise DataError(f"The dataset {self.name!r} has no class {', '.join(missing)}; "
+                            f"its classes are {', '.join(self.classes)}.")
+        old = np.array([self.classes.index(c) for c in classes])
+        remap = np.full(len(self.classes), -1, dtype=np.int64)
+        remap[old] = np.arange(len(classes))
+        new_labels = remap[self.labels]
+        keep = new_labels >= 0
+        return FERDataset(self.name, self.source, list(classes), self.images[keep], new_labels[keep],
+                          self.split[keep], self.synthetic, list(self.notes))
+
+    def resplit(self, ratios: tuple[float, ...], seed: int) -> "FERDataset":
+        """Stratified random split of all images with the given train/val(/test) ratios."""
+        rng = np.random.default_rng(seed)
+        split = np.zeros(len(self), dtype=np.uint8)
+        r = np.asarray(ratios, dtype=float) / sum(ratios)
+        bounds = np.cumsum(r)[:-1]
+        for c in range(len(self.classes)):
+            idx = np.flatnonzero(self.labels == c)
+            rng.shuffle(idx)
+            cuts = np.round(bounds * len(idx)).astype(int)
+            for s, part in enumerate(np.split(idx, cuts)):
+                split[part] = s
+        return FERDataset(self.name, self.source, list(self.classes), self.images, self.labels, split,
+                          self.synthetic, list(self.notes))
+
+    def fraction_of_train(self, fraction: float, seed: int) -> "FERDataset":
+        """Keep a stratified fraction of the training images (val and test untouched)."""
+        if fraction >= 1.0:
+            return self
+        rng = np.random.default_rng(seed)
+        keep = self.split != 0
+        for c in range(len(self.classes)):
+            idx = np.flatnonzero((self.labels == c) & (self.split == 0))
+            n = max(1, int(round(len(idx) * fraction))) if len(idx) else 0
+            keep[rng.choice(idx, size=n, replace=False)] = True
+        return FERDataset(self.name, self.source, list(self.classes), self.images[keep], self.labels[keep],
+                          self.split[keep], self.synthetic, list(self.notes))
+
+    # --- persistence: one .npz, loaded without pickle
+    def save(self, path) -> None:
+        np.savez(path, images=self.images, labels=self.labels, split=self.split,
+                 classes=np.array(self.classes), meta=np.array([self.name, self.source, str(int(self.synthetic))]),
+                 notes=np.array(self.notes if self.notes else [""]))
+
+    @classmethod
+    def load(cls, path) -> "FERDataset":
+        with np.load(path, allow_pickle=False) as z:
+            name, source, synthetic = [str(x) for x in z["meta"]]
+            notes = [str(x) for x in z["notes"] if str(x)]
+            return cls(name, source, [str(c) for c in z["classes"]], z["images"], z["labels"], z["split"],
+                       synthetic == "1", notes)
+
+
+def prepare_for_run(ds: FERDataset, classes=(), split="usage", split_ratios=(0.8, 0.1, 0.1), split_seed=0,
+                    data_fraction=1.0, seed=0) -> FERDataset:
+    """Apply a run config's data settings: class subset, re-split, training fraction."""
+    if classes:
+        ds = ds.subset_classes(classes)
+    if split == "random":
+        ds = ds.resplit(split_ratios, split_seed)
+    counts = ds.split_counts()
+    if counts["train"] == 0:
+        raise DataError(f"The dataset {ds.name!r} has no training images; use a random split (split=random).")
+    if data_fraction < 1.0:
+        ds = ds.fraction_of_train(data_fraction, seed)
+    return ds

@@ -1,0 +1,136 @@
+"""Run files: a checkpoint, and a whole run (config, curves, evaluations, weights) in one file.
+
+The format is a torch file holding only tensors, strings, numbers and lists, so it loads with
+`torch.load(weights_only=True)`: a crafted file whose pickle would run code is refused by torch's
+restricted unpickler before anything runs. Students share runs with `runs export` / `runs import`;
+the shipped starter model is such a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, RunConfig
+from .models import build_model
+
+FORMAT = "fercore-run/1"
+STARTER_FILE = Path(__file__).resolve().parent.parent / "models" / "starter.fer.pt"
+
+
+class RunFileError(ValueError):
+    """A run or checkpoint file that cannot be used; the message is a plain sentence."""
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, classes: list[str], mean: float,
+                    std: float, record: dict | None = None, half: bool = False) -> None:
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "config": config.to_json(), "classes": list(classes), "mean": float(mean),
+               "std": float(std), "state_dict": state, "record": json.dumps(record or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)   # a full disk mid-save leaves the old file, never half a file
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_run_file(path: Path) -> dict:
+    """The file's contents, validated; never executes code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f"No run file at {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch's UnpicklingError for code, or a zip/format error for junk
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickling" in type(e).__name__:
+            raise RunFileError(f"{path.name} contains Python objects other than weights, which FER Lab refuses "
+                               "to load (it could run code). Export the run again with `runs export`.") from None
+        raise RunFileError(f"{path.name} is not a FER Lab run file (it could not be read as one).") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RunFileError(f"{path.name} is not a FER Lab run file (format {FORMAT} expected).")
+    try:
+        config = RunConfig.from_dict(json.loads(payload["config"]))
+        record = json.loads(payload.get("record") or "{}")
+        classes = [str(c) for c in payload["classes"]]
+        state = payload["state_dict"]
+        assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    except (KeyError, ValueError, AssertionError, ConfigError, TypeError):
+        raise RunFileError(f"{path.name} is damaged: its config, classes or weights are missing or invalid.") \
+            from None
+    return {"config": config, "classes": classes, "mean": float(payload["mean"]), "std": float(payload["std"]),
+            "state_dict": state, "record": record}
+
+
+def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network of a run file and load its weights (no pretrained download needed)."""
+    content = read_run_file(path)
+    model = build_model(content["config"], len(content["classes"]), pretrained=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in content["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise RunFileError(f"{Path(path).name}: the weights do not fit the network its config describes.") from None
+    model.eval()
+    return model, content
+
+
+# --- whole runs: export / import ----------------------------------------------------------------------
+def export_run(store, run, out_path: Path) -> Path:
+    info = store.get_run(run, epochs=True)
+    if info["status"] != "finished" or not info.get("checkpoint"):
+        raise RunFileError(f"Run {info['name']!r} has no trained weights to export (status {info['status']}).")
+    content = read_run_file(Path(info["checkpoint"]))
+    evals = {s: store.evaluation(info["id"], s, full=True) for s in ("val", "test")}
+    record = {k: info[k] for k in ("name", "status", "dataset", "dataset_fingerprint", "classes", "created_at",
+                                   "started_at", "finished_at", "device", "n_params", "summary")}
+    record["epochs"] = info["epochs"]
+    record["evaluations"] = {s: e for s, e in evals.items() if e}
+    model, _ = load_model(Path(info["checkpoint"]))
+    save_checkpoint(Path(out_path), model, content["config"], content["classes"], content["mean"],
+                    content["std"], record)
+    return Path(out_path)
+
+
+def import_run(store, path: Path, name: str | None = None) -> dict:
+    content = read_run_file(Path(path))
+    rec, config = content["record"], content["config"]
+    name = name or rec.get("name") or Path(path).stem
+    config = config.replace(name=name)
+    run = store.create_run(config, status="running", classes=content["classes"])
+    rid = run["id"]
+    ckpt = store.run_dir(rid) / "checkpoint.pt"
+    model, _ = load_model(Path(path))
+    save_checkpoint(ckpt, model, config, content["classes"], content["mean"], content["std"], rec)
+    for e in rec.get("epochs", []):
+        store.add_epoch(rid, e)
+    for split, ev in (rec.get("evaluations") or {}).items():
+        store.add_evaluation(rid, ev, split=split, dataset=ev.get("dataset"))
+    store.update_run(rid, checkpoint=str(ckpt), device=rec.get("device"), n_params=rec.get("n_params"),
+                     dataset=rec.get("dataset") or config.data, dataset_fingerprint=rec.get("dataset_fingerprint"),
+                     progress={"imported_from": str(Path(path).name)})
+    store.set_status(rid, "finished")
+    return store.get_run(rid)
+
+
+def ensure_starter(store) -> dict | None:
+    """Register the shipped starter model as the run `starter` in a database that lacks it."""
+    if not STARTER_FILE.exists():
+        return None
+    try:
+        store.resolve("starter")
+        return None
+    except LookupError:
+        pass
+    return import_run(store, STARTER_FILE, name="starter")
+
+
+def probs_to_file(path: Path, probs: np.ndarray) -> str:
+    np.save(path, probs.astype(np.float16))
+    return str(path)

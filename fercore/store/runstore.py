@@ -1,0 +1,449 @@
+"""RunStore: the only code that speaks SQL. Callers get plain dicts, never ORM rows.
+
+SQLite by default (WAL, busy timeout, short transactions, retries on "database is locked");
+any SQLAlchemy URL works. Files (dataset arrays, checkpoints, logs, probabilities) live in an
+artifacts folder next to the database file.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import RunConfig
+from ..data.dataset import FERDataset
+from .schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
+
+STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+
+class NotFound(LookupError):
+    """No run/dataset by that id or name; the message is a plain sentence."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def default_db() -> str:
+    return os.environ.get("FER_DB_URL") or "runs.db"
+
+
+def _url(url_or_path: str) -> str:
+    return url_or_path if "://" in url_or_path else f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
+
+
+def retry_locked(fn):
+    """Retry a store call when SQLite says the database is locked (another process is writing)."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        delay = 0.05
+        for attempt in range(12):
+            try:
+                return fn(*a, **kw)
+            except OperationalError as e:
+                if "locked" not in str(e).lower() and "busy" not in str(e).lower() or attempt == 11:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    return wrapper
+
+
+class RunStore:
+    def __init__(self, url_or_path: str | None = None):
+        self.url = _url(url_or_path or default_db())
+        self.engine = create_engine(self.url, future=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn, _record):
+                cur = conn.cursor()
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+            db_file = Path(self.engine.url.database or "runs.db")
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            self.db_path = str(db_file)
+            self.artifacts = db_file.parent / (db_file.stem + "_artifacts")
+        else:
+            self.db_path = self.engine.url.render_as_string(hide_password=True)
+            self.artifacts = Path(os.environ.get("FER_ARTIFACTS", "fer_artifacts")).resolve()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrate()
+
+    # --- schema: created and upgraded in place ---------------------------------------------------
+    @retry_locked
+    def _migrate(self) -> None:
+        Base.metadata.create_all(self.engine)
+        insp = inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in Base.metadata.sorted_tables:
+                have = {c["name"] for c in insp.get_columns(table.name)}
+                for col in table.columns:
+                    if col.name not in have:   # a column added since this DB was made
+                        ddl = col.type.compile(self.engine.dialect)
+                        conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}'))
+            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+            if row is None:
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row) < SCHEMA_VERSION:
+                conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def schema_version(self) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(Meta.value).where(Meta.key == "schema_version")))
+
+    def integrity_ok(self) -> bool:
+        if not self.is_sqlite:
+            return True
+        with self.engine.connect() as conn:
+            return conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+    # --- datasets --------------------------------------------------------------------------------
+    @retry_locked
+    def add_dataset(self, ds: FERDataset, name: str | None = None, replace: bool = True) -> dict:
+        name = name or ds.name
+        folder = self.artifacts / "datasets"
+        folder.mkdir(parents=True, exist_ok=True)
+        fp = ds.fingerprint()
+        path = folder / f"{fp}.npz"
+        if not path.exists():
+            tmp = folder / f".{fp}.{os.getpid()}.tmp.npz"
+            ds.save(tmp)
+            os.replace(tmp, path)   # atomic: a failed import leaves no half file behind
+        with self._session.begin() as s:
+            row = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            if row is None:
+                row = DatasetRow(name=name, created_at=now())
+                s.add(row)
+            elif not replace:
+                raise ValueError(f"A dataset named {name!r} already exists.")
+            row.source, row.fingerprint, row.classes = ds.source, fp, list(ds.classes)
+            row.splits, row.class_counts = ds.split_counts(), ds.class_counts()
+            row.image_size, row.path, row.synthetic, row.notes = ds.image_size, str(path), ds.synthetic, ds.notes
+            s.flush()
+            return self._dataset_dict(row)
+
+    def list_datasets(self) -> list[dict]:
+        with self._session() as s:
+            return [self._dataset_dict(r) for r in s.scalars(select(DatasetRow).order_by(DatasetRow.name))]
+
+    def dataset_info(self, name: str) -> dict | None:
+        with self._session() as s:
+            r = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            return self._dataset_dict(r) if r else None
+
+    def load_dataset(self, name: str) -> FERDataset:
+        info = self.dataset_info(name)
+        if info is None:
+            raise NotFound(f"There is no dataset named {name!r}; import it first (`data import`).")
+        if not Path(info["path"]).exists():
+            raise NotFound(f"The files of dataset {name!r} are missing ({info['path']}); import it again.")
+        ds = FERDataset.load(info["path"])
+        ds.name = name
+        return ds
+
+    @retry_locked
+    def delete_dataset(self, name: str) -> None:
+        with self._session.begin() as s:
+            r = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            if r is None:
+                raise NotFound(f"There is no dataset named {name!r}.")
+            path = r.path
+            s.delete(r)
+            still_used = s.scalar(select(func.count()).select_from(DatasetRow).where(DatasetRow.path == path))
+        if not still_used:
+            Path(path).unlink(missing_ok=True)
+
+    @staticmethod
+    def _dataset_dict(r: DatasetRow) -> dict:
+        return {"name": r.name, "source": r.source, "fingerprint": r.fingerprint, "classes": r.classes,
+                "splits": r.splits, "class_counts": r.class_counts, "image_size": r.image_size,
+                "path": r.path, "synthetic": r.synthetic, "notes": r.notes or [],
+                "created_at": _iso(r.created_at)}
+
+    # --- runs ------------------------------------------------------------------------------------
+    @retry_locked
+    def create_run(self, config: RunConfig, status: str = "queued", group_kind: str | None = None,
+                   group_name: str | None = None, classes: list | None = None) -> dict:
+        with self._session.begin() as s:
+            row = RunRow(name=config.name or "", status=status, config=config.to_dict(), dataset=config.data,
+                         classes=list(classes or config.classes), created_at=now(), progress={},
+                         cancel_requested=False, group_kind=group_kind, group_name=group_name, summary={})
+            if status == "running":
+                row.started_at = row.heartbeat_at = now()
+            s.add(row)
+            s.flush()
+            if not row.name:
+                row.name = f"run-{row.id}"
+            s.flush()
+            return self._run_dict(s, row)
+
+    def resolve(self, run: int | str) -> int:
+        """A run id from an id or a name (the newest run of that name)."""
+        with self._session() as s:
+            if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+                r = s.get(RunRow, int(run))
+                if r is not None:
+                    return r.id
+            rid = s.scalar(select(RunRow.id).where(RunRow.name == str(run)).order_by(RunRow.id.desc()).limit(1))
+            if rid is None:
+                raise NotFound(f"There is no run with id or name {run!r}.")
+            return rid
+
+    def get_run(self, run: int | str, epochs: bool = False) -> dict:
+        rid = self.resolve(run)
+        with self._session() as s:
+            r = s.get(RunRow, rid)
+            d = self._run_dict(s, r)
+            if epochs:
+                d["epochs"] = self._epochs(s, rid)
+            return d
+
+    def list_runs(self, status: str | None = None, group_name: str | None = None, limit: int | None = None) -> list[dict]:
+        with self._session() as s:
+            q = select(RunRow).order_by(RunRow.id.desc())
+            if status:
+                q = q.where(RunRow.status == status)
+            if group_name:
+                q = q.where(RunRow.group_name == group_name)
+            if limit:
+                q = q.limit(limit)
+            rows = list(s.scalars(q))
+            tests = self._tests(s, [r.id for r in rows])
+            return [self._run_dict(s, r, tests.get(r.id)) for r in rows]
+
+    def epochs(self, run: int | str) -> list[dict]:
+        rid = self.resolve(run)
+        with self._session() as s:
+            return self._epochs(s, rid)
+
+    def evaluation(self, run: int | str, split: str = "test", full: bool = False) -> dict | None:
+        rid = self.resolve(run)
+        with self._session() as s:
+            e = s.scalar(select(EvaluationRow).where(EvaluationRow.run_id == rid, EvaluationRow.split == split)
+                         .order_by(EvaluationRow.id.desc()).limit(1))
+            return self._eval_dict(e, full) if e else None
+
+    @retry_locked
+    def update_run(self, run_id: int, **values) -> None:
+        if "config" in values and isinstance(values["config"], RunConfig):
+            values["config"] = values["config"].to_dict()
+        with self._session.begin() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+    @retry_locked
+    def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
+        assert status in STATUSES
+        values = {"status": status, "error": error}
+        if status in ("finished", "failed", "cancelled"):
+            values["finished_at"] = now()
+        if status == "queued":
+            values.update(started_at=None, worker_id=None, heartbeat_at=None, cancel_requested=False)
+        with self._session.begin() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+    @retry_locked
+    def add_epoch(self, run_id: int, rec: dict) -> None:
+        cols = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
+                "grad_norms"}
+        with self._session.begin() as s:
+            row = s.scalar(select(EpochRow).where(EpochRow.run_id == run_id, EpochRow.epoch == rec["epoch"]))
+            if row is None:
+                row = EpochRow(run_id=run_id, epoch=rec["epoch"])
+                s.add(row)
+            for k in cols - {"epoch"}:
+                setattr(row, k, _clean(rec.get(k)) if k != "grad_norms" else rec.get(k, {}))
+            row.extra = {k: _clean(v) for k, v in rec.items() if k not in cols}
+            run = s.get(RunRow, run_id)
+            run.summary = _summary(run.summary or {}, rec)
+            run.heartbeat_at = now()
+
+    @retry_locked
+    def set_progress(self, run_id: int, progress: dict) -> bool:
+        """Store live progress and beat the heart; returns True if a cancel was requested."""
+        with self._session.begin() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=now()))
+            return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+
+    @retry_locked
+    def add_evaluation(self, run_id: int, ev: dict, split: str = "test", dataset: str | None = None) -> None:
+        with self._session.begin() as s:
+            s.add(EvaluationRow(run_id=run_id, split=split, dataset=dataset, tta=ev.get("tta", "none"),
+                                accuracy=float(ev["accuracy"]), n=int(ev["n"]), classes=list(ev["classes"]),
+                                confusion=ev["confusion"], per_class=ev["per_class"],
+                                predictions=list(map(int, ev.get("predictions", []))),
+                                targets=list(map(int, ev.get("targets", []))),
+                                probs_path=ev.get("probs_path"), created_at=now()))
+            if split == "test":
+                run = s.get(RunRow, run_id)
+                run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}
+
+    @retry_locked
+    def request_cancel(self, run: int | str) -> dict:
+        rid = self.resolve(run)
+        with self._session.begin() as s:
+            r = s.get(RunRow, rid)
+            if r.status == "queued":
+                r.status, r.finished_at, r.error = "cancelled", now(), "cancelled before it started"
+            elif r.status == "running":
+                r.cancel_requested = True
+            return self._run_dict(s, r)
+
+    @retry_locked
+    def delete_run(self, run: int | str) -> None:
+        rid = self.resolve(run)
+        with self._session.begin() as s:
+            s.execute(delete(EpochRow).where(EpochRow.run_id == rid))
+            s.execute(delete(EvaluationRow).where(EvaluationRow.run_id == rid))
+            s.execute(delete(RunRow).where(RunRow.id == rid))
+        shutil.rmtree(self.run_dir(rid, create=False), ignore_errors=True)
+
+    def run_dir(self, run_id: int, create: bool = True) -> Path:
+        d = self.artifacts / "runs" / str(run_id)
+        if create:
+            d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def counts(self) -> dict[str, int]:
+        with self._session() as s:
+            rows = s.execute(select(RunRow.status, func.count()).group_by(RunRow.status)).all()
+            return {st: 0 for st in STATUSES} | {k: int(v) for k, v in rows}
+
+    # --- the queue -------------------------------------------------------------------------------
+    @retry_locked
+    def claim_next_run(self, worker_id: int, device: str = "") -> dict | None:
+        """Atomically move the oldest queued run to running for this worker (never two workers)."""
+        for _ in range(20):
+            with self._session.begin() as s:
+                rid = s.scalar(select(RunRow.id).where(RunRow.status == "queued").order_by(RunRow.id).limit(1))
+                if rid is None:
+                    return None
+                t = now()
+                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == "queued").values(
+                    status="running", worker_id=worker_id, started_at=t, heartbeat_at=t, device=device,
+                    progress={}, error=None))
+                if res.rowcount == 1:
+                    return self._run_dict(s, s.get(RunRow, rid))
+        return None
+
+    @retry_locked
+    def register_worker(self, pid: int, device: str) -> int:
+        with self._session.begin() as s:
+            w = WorkerRow(pid=pid, host=socket.gethostname(), device=device, status="idle", current_run=None,
+                          started_at=now(), heartbeat_at=now())
+            s.add(w)
+            s.flush()
+            return w.id
+
+    @retry_locked
+    def worker_heartbeat(self, worker_id: int, status: str, current_run: int | None = None) -> None:
+        with self._session.begin() as s:
+            s.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(
+                status=status, current_run=current_run, heartbeat_at=now()))
+
+    def list_workers(self, alive_within_s: float | None = None) -> list[dict]:
+        with self._session() as s:
+            q = select(WorkerRow).where(WorkerRow.status != "stopped").order_by(WorkerRow.id)
+            if alive_within_s is not None:
+                q = q.where(WorkerRow.heartbeat_at >= now() - timedelta(seconds=alive_within_s))
+            return [{"id": w.id, "pid": w.pid, "host": w.host, "device": w.device, "status": w.status,
+                     "current_run": w.current_run, "started_at": _iso(w.started_at),
+                     "heartbeat_at": _iso(w.heartbeat_at)} for w in s.scalars(q)]
+
+    @retry_locked
+    def reap_stale_runs(self, stale_after_s: float) -> list[int]:
+        """Mark running runs whose heartbeat stopped as failed ("worker stopped"); their epochs stay."""
+        cutoff = now() - timedelta(seconds=stale_after_s)
+        with self._session.begin() as s:
+            ids = list(s.scalars(select(RunRow.id).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)))
+            if ids:
+                s.execute(update(RunRow).where(RunRow.id.in_(ids), RunRow.status == "running").values(
+                    status="failed", finished_at=now(),
+                    error="worker stopped: its heartbeat ended while the run was training"))
+            s.execute(update(WorkerRow).where(WorkerRow.status != "stopped", WorkerRow.heartbeat_at < cutoff)
+                      .values(status="stopped"))
+            return ids
+
+    # --- dict views --------------------------------------------------------------------------------
+    def _tests(self, s: Session, ids: list[int]) -> dict[int, dict]:
+        if not ids:
+            return {}
+        out = {}
+        q = select(EvaluationRow).where(EvaluationRow.run_id.in_(ids), EvaluationRow.split == "test") \
+            .order_by(EvaluationRow.id)
+        for e in s.scalars(q):
+            out[e.run_id] = self._eval_dict(e)
+        return out
+
+    def _run_dict(self, s: Session, r: RunRow, test: dict | None = None) -> dict:
+        if test is None:
+            e = s.scalar(select(EvaluationRow).where(EvaluationRow.run_id == r.id, EvaluationRow.split == "test")
+                         .order_by(EvaluationRow.id.desc()).limit(1))
+            test = self._eval_dict(e) if e else None
+        dur = None
+        if r.started_at:
+            dur = ((r.finished_at or now()) - r.started_at).total_seconds()
+        return {"id": r.id, "name": r.name, "status": r.status, "config": r.config, "dataset": r.dataset,
+                "dataset_fingerprint": r.dataset_fingerprint, "classes": r.classes or [],
+                "created_at": _iso(r.created_at), "started_at": _iso(r.started_at),
+                "finished_at": _iso(r.finished_at), "duration_s": dur, "device": r.device, "error": r.error,
+                "worker_id": r.worker_id, "heartbeat_at": _iso(r.heartbeat_at), "progress": r.progress or {},
+                "cancel_requested": bool(r.cancel_requested), "checkpoint": r.checkpoint, "log_path": r.log_path,
+                "group_kind": r.group_kind, "group_name": r.group_name, "n_params": r.n_params,
+                "summary": r.summary or {}, "test": test}
+
+    @staticmethod
+    def _epochs(s: Session, rid: int) -> list[dict]:
+        rows = s.scalars(select(EpochRow).where(EpochRow.run_id == rid).order_by(EpochRow.epoch))
+        return [{"epoch": e.epoch, "train_loss": e.train_loss, "train_acc": e.train_acc, "val_loss": e.val_loss,
+                 "val_acc": e.val_acc, "lr": e.lr, "seconds": e.seconds, "images_per_s": e.images_per_s,
+                 "grad_norms": e.grad_norms or {}, **(e.extra or {})} for e in rows]
+
+    @staticmethod
+    def _eval_dict(e: EvaluationRow, full: bool = False) -> dict:
+        d = {"accuracy": e.accuracy, "n": e.n, "classes": e.classes, "confusion": e.confusion,
+             "per_class": e.per_class, "split": e.split, "dataset": e.dataset, "tta": e.tta,
+             "created_at": _iso(e.created_at)}
+        if full:
+            d.update(predictions=e.predictions, targets=e.targets, probs_path=e.probs_path)
+        return d
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="seconds") if t else None
+
+
+def _clean(v):
+    """NaN/inf are not JSON; store them as None (a diverged epoch still keeps its row)."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return None
+    return v
+
+
+def _summary(old: dict, rec: dict) -> dict:
+    out = dict(old)
+    out["epochs_done"] = max(int(old.get("epochs_done", 0)), int(rec["epoch"]))
+    for k in ("val_acc", "train_acc"):
+        v = _clean(rec.get(k))
+        if v is not None:
+            out[f"last_{k}"] = v
+            out[f"best_{k}"] = max(v, old.get(f"best_{k}", float("-inf")))
+    for k in ("val_loss", "train_loss"):
+        v = _clean(rec.get(k))
+        if v is not None:
+            out[f"last_{k}"] = v
+            out[f"min_{k}"] = min(v, old.get(f"min_{k}", float("inf")))
+    return out

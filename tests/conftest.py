@@ -1,0 +1,45 @@
+"""Shared fixtures: a private database, cache and torch home per test, and tiny run configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's runs.db, dataset cache or torch hub folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("FER_CACHE_DIR", str(cache))
+    monkeypatch.delenv("FER_DB_URL", raising=False)
+    yield
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return str(tmp_path / "runs.db")
+
+
+@pytest.fixture
+def tiny():
+    """A run config that trains in a second or two on the CPU."""
+    from fercore.config import RunConfig
+    return RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,),
+                     batch_size=32, epochs=2, lr=3e-3, tta="none")
+
+
+def needs_shared(name: str) -> Path:
+    p = SHARED / name
+    if not p.exists():
+        pytest.skip(f"../shared/datasets/{name} is not available")
+    return p
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

@@ -1,0 +1,88 @@
+"""The run config and the run store: what a user (or a script) would check."""
+import sqlite3
+
+import pytest
+
+from fercore.config import PRESETS, ConfigError, RunConfig, preset_config
+from fercore.store import NotFound, RunStore
+
+
+def test_config_round_trips_through_json_and_validates():
+    c = RunConfig(classes=("happy", "neutral", "sad"), lr=0.01, filters=(32, 64))
+    assert RunConfig.from_dict(c.to_dict()) == c
+    assert c.diff(c.replace(lr=0.001)) == {"lr": (0.01, 0.001)}
+    with pytest.raises(ConfigError, match="arch must be one of"):
+        RunConfig(arch="alexnet")
+    with pytest.raises(ConfigError, match="lr must be at least"):
+        RunConfig(lr=-1)
+    with pytest.raises(ConfigError, match="custom CNN has no pretrained"):
+        RunConfig(arch="custom", transfer="frozen")
+    with pytest.raises(ConfigError, match="Unknown config setting"):
+        RunConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(ConfigError, match="not a valid int"):
+        RunConfig.from_dict({"epochs": "ten"})
+
+
+def test_every_preset_is_a_valid_config():
+    for name in PRESETS:
+        c = preset_config(name)
+        assert c.preset == name
+    assert preset_config("report-3class-hns").classes == ("happy", "neutral", "sad")
+    with pytest.raises(ConfigError, match="no preset named"):
+        preset_config("nope")
+
+
+def test_store_records_runs_epochs_and_summary(db):
+    store = RunStore(db)
+    run = store.create_run(RunConfig(name="a"), status="running")
+    for e, (vl, va) in enumerate([(1.2, 0.4), (1.0, 0.5), (1.1, 0.45)], start=1):
+        store.add_epoch(run["id"], {"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.3 + e / 10, "val_loss": vl,
+                                    "val_acc": va, "grad_norms": {"fc": 0.1}, "dead_units": {"relu": 0.0}})
+    got = store.get_run("a", epochs=True)
+    assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3]
+    assert got["epochs"][0]["dead_units"] == {"relu": 0.0}
+    assert got["summary"]["best_val_acc"] == 0.5 and got["summary"]["last_val_acc"] == 0.45
+    assert got["summary"]["min_val_loss"] == 1.0
+    with pytest.raises(NotFound):
+        store.get_run("missing")
+    assert store.integrity_ok()
+
+
+def test_claim_is_atomic_and_in_order(db):
+    store = RunStore(db)
+    ids = [store.create_run(RunConfig(name=f"r{i}"))["id"] for i in range(3)]
+    w = store.register_worker(1, "cpu")
+    claimed = [store.claim_next_run(w)["id"] for _ in range(3)]
+    assert claimed == ids
+    assert store.claim_next_run(w) is None
+
+
+def test_cancel_queued_run_and_stale_heartbeat_reaped(db):
+    store = RunStore(db)
+    q = store.create_run(RunConfig(name="q"))
+    assert store.request_cancel(q["id"])["status"] == "cancelled"
+    r = store.create_run(RunConfig(name="r"), status="running")
+    store.add_epoch(r["id"], {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5})
+    assert store.reap_stale_runs(stale_after_s=3600) == []
+    assert store.reap_stale_runs(stale_after_s=-1) == [r["id"]]
+    got = store.get_run(r["id"], epochs=True)
+    assert got["status"] == "failed" and "worker stopped" in got["error"] and len(got["epochs"]) == 1
+
+
+def test_old_database_is_upgraded_in_place(tmp_path):
+    """A runs.db made by an older version (missing columns) opens and gains them."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name VARCHAR(200), status VARCHAR(16), "
+                "config JSON, created_at DATETIME)")
+    con.execute("INSERT INTO runs (name, status, config, created_at) VALUES ('old', 'finished', '{}', "
+                "'2025-01-01 00:00:00')")
+    con.commit()
+    con.close()
+    store = RunStore(str(path))
+    assert store.schema_version() >= 1
+    run = store.get_run("old")
+    assert run["status"] == "finished" and run["summary"] == {} or run["summary"] is None
+    store.update_run(run["id"], progress={"phase": "done"})
+    assert store.get_run("old")["progress"] == {"phase": "done"}
+    assert store.integrity_ok()
