@@ -52,6 +52,8 @@ def config_from_args(args) -> RunConfig:
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run config (see PRODUCT.md section 2)")
     for f in config_fields():
+        if f.name == "preset":   # --preset is its own flag: it picks the starting config
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f.metadata["help"] + f" (default: {default})"
@@ -103,9 +105,11 @@ def cmd_train(args, store):
             ensure_worker(store)
         return ({"id": run["id"], "name": run["name"], "status": run["status"]},
                 f"Queued run {run['id']} ({run['name']}); a worker will train it.")
+    from .jobs import heartbeat_while
     from .runner import execute_run
     run = store.create_run(config, status="running")
-    run = execute_run(store, run["id"], device=args.device)
+    with heartbeat_while(store, run["id"]):   # so the app never mistakes a foreground run for a dead one
+        run = execute_run(store, run["id"], device=args.device)
     out = {"id": run["id"], "name": run["name"], "status": run["status"], "error": run["error"],
            "test": run["test"] and {k: run["test"][k] for k in ("accuracy", "n")}}
     text = f"Run {run['id']} ({run['name']}): {run['status']}"
@@ -119,7 +123,7 @@ def cmd_train(args, store):
 @command("worker")
 def cmd_worker(args, store):
     from .jobs import run_worker
-    n = run_worker(store, once=args.once, device=args.device)
+    n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
 
@@ -251,7 +255,7 @@ def cmd_bench(args, store):
 @command("lesson list")
 def cmd_lesson_list(args, store):
     from .lessons import list_lessons
-    lessons = list_lessons(data=args.data, epochs=args.epochs, fraction=args.fraction)
+    lessons = list_lessons(data=args.data, epochs=args.epochs, fraction=args.fraction, store=store)
     return lessons, "\n".join(f"{l['name']:<22} {l['title']}" for l in lessons)
 
 
@@ -308,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", parents=[common], help="train queued runs")
     w.add_argument("--once", action="store_true", help="drain the queue and exit")
     w.add_argument("--device", default=None)
+    w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
 
     runs = group("runs", "list, show, cancel, delete, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])
@@ -360,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sw.add_parser("start", parents=[common])
     s.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
     s.add_argument("--trials", type=int, default=8)
-    s.add_argument("--space", help='JSON: {"lr": [1e-4, 1e-2, "log"], "dropout": [0, 0.25, 0.5], ...}')
+    s.add_argument("--space", help='JSON: {"lr": {"low": 1e-4, "high": 1e-2, "log": true}, "conv_dropout": [0, 0.25, 0.5]}')
     s.add_argument("--sweep-name", default=None)
     s.add_argument("--preset", choices=list(PRESETS))
     s.add_argument("--no-worker", action="store_true")

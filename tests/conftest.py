@@ -5,6 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models on a busy 2-core machine: one thread avoids OpenMP spin-waiting (tens of times slower)
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "datasets"
@@ -16,6 +20,9 @@ def _isolated(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("FER_CACHE_DIR", str(cache))
     monkeypatch.delenv("FER_DB_URL", raising=False)
+    hub = tmp_path_factory.mktemp("torch_hub")
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(hub / "hub"))
     yield
 
 
@@ -42,4 +49,5 @@ def needs_shared(name: str) -> Path:
 def cli_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env

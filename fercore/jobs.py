@@ -1,0 +1,384 @@
+"""Background training: the worker loop, heartbeats, crash recovery, and starting a worker on demand.
+
+The queue is the `runs` table itself: `train --queue`, lessons and sweeps insert runs with status
+`queued`; a worker (`python -m fercore worker`) claims the oldest one atomically
+(RunStore.claim_next_run), trains it with runner.execute_run, and goes on to the next.
+
+Liveness. A worker registers a row in the `workers` table and a heartbeat thread beats it every
+HEARTBEAT_S seconds, together with the heartbeat of the run it is training, so a long epoch or a slow
+evaluation never looks dead. A run whose heartbeat is older than STALE_AFTER_S, or whose worker
+process is gone from this machine (checked by pid, so a `kill -9` is noticed at once rather than
+after the timeout), is *failed* with the reason "worker stopped"; its finished epochs stay. We fail
+rather than requeue because a run resumed from scratch would silently rewrite its epoch history and
+the runner keeps no mid-run optimiser state to resume from; the student sees what happened and can
+start the run again. Every worker reaps at start and between runs, and the app calls reap() on page
+load, so no run stays `running` after its worker died.
+
+Stopping. SIGTERM or SIGINT (Ctrl-C) stops a worker cleanly: a run in progress is stopped within a
+batch or two (through the same cancel flag the owner's cancel uses) and marked *failed* with the
+reason "worker stopped", like a crash, because its owner did not cancel it; the worker row becomes
+`stopped`. A second Ctrl-C exits at once (the run is then reaped as above).
+
+Starting. ensure_worker() starts one detached worker when runs are queued and none is alive (one
+worker per GPU by default). That worker exits after IDLE_EXIT_S seconds with an empty queue (read
+from the environment variable FER_WORKER_IDLE_EXIT_S), so it never lingers after a class.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from .store import RunStore
+from .store.runstore import now
+
+HEARTBEAT_S = 2.0          # how often a worker beats its own row and its run's
+STALE_AFTER_S = 15.0       # a heartbeat older than this means the worker is gone
+SPAWN_GRACE_S = 30.0       # how long a freshly spawned worker has to register before another may be spawned
+IDLE_EXIT_S = 300.0        # a worker started by ensure_worker exits after this long with nothing to do
+IDLE_EXIT_ENV = "FER_WORKER_IDLE_EXIT_S"
+WORKER_STOPPED = "worker stopped"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger("fercore.worker")
+run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handler is swapped per run
+
+
+# --- the worker ------------------------------------------------------------------------------------------
+def run_worker(store: RunStore, once: bool = False, device: str | None = None, poll_s: float = 2.0,
+               idle_exit_s: float | None = None) -> int:
+    """Claim and train queued runs until the queue is empty (once=True), a SIGTERM/SIGINT arrives, or
+    the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained."""
+    from .train import device_name   # torch is imported only by code that trains
+    _log_to_stderr()
+    if idle_exit_s is None and os.environ.get(IDLE_EXIT_ENV):
+        idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
+    dev = worker_device(device)
+    label = device_name(dev)
+    worker_id = store.register_worker(os.getpid(), label)
+    stop = threading.Event()
+    beat = Heartbeat(store.url, worker_id, stop)
+    beat.start()
+    restore_signals = _stop_on_signals(stop)
+    log.info("worker %d (pid %d) on %s started", worker_id, os.getpid(), label)
+    trained, idle_since = 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            try:
+                reap(store)
+                run = store.claim_next_run(worker_id, label)
+            except Exception:   # the database is briefly unreachable or locked: try again after a pause
+                log.warning("could not reach the queue:\n%s", traceback.format_exc())
+                stop.wait(poll_s)
+                continue
+            if run is None:
+                if once or (idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s):
+                    break
+                stop.wait(poll_s)
+                continue
+            train_claimed_run(store, run, str(dev), worker_id, beat)
+            trained += 1
+            idle_since = time.monotonic()
+    finally:
+        beat.halt()
+        restore_signals()
+        store.worker_heartbeat(worker_id, "stopped", None)
+        log.info("worker %d stopped after %d run(s)", worker_id, trained)
+    return trained
+
+
+def worker_device(device: str | None):
+    """The torch device a worker trains on (default: the GPU if there is one), or a plain sentence for a
+    device this machine does not have (`--device cuda:3`, a typo)."""
+    import torch
+    from .train import pick_device
+    try:
+        dev = pick_device(device)
+    except RuntimeError:
+        raise ValueError(f"{device!r} is not a device; use cpu, cuda or cuda:N.") from None
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (dev.index or 0) >= have:
+        raise ValueError(f"There is no GPU {dev} on this machine ({have} found); use --device cpu"
+                         + (f" or cuda:0 to cuda:{have - 1}." if have else "."))
+    return dev
+
+
+def train_claimed_run(store: RunStore, run: dict, device: str, worker_id: int, beat: "Heartbeat") -> dict:
+    """Train one run this worker has claimed, logging to <run_dir>/train.log. Never raises: whatever
+    goes wrong becomes the run's status, and the worker goes on with the next run."""
+    from .runner import execute_run
+    run_id, handler, final = run["id"], None, None
+    beat.current_run = run_id
+    log.info("run %d (%s) claimed", run_id, run["name"])
+    try:
+        log_path = store.run_dir(run_id) / "train.log"
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        run_log.addHandler(handler)
+        run_log.setLevel(logging.INFO)
+        run_log.propagate = False   # the run's lines go to its file, not into the worker's own log
+        store.update_run(run_id, log_path=str(log_path))
+        store.worker_heartbeat(worker_id, "busy", run_id)
+        run_log.info("run %d (%s) claimed by worker %d (pid %d) on %s", run_id, run["name"], worker_id,
+                     os.getpid(), device)
+        final = execute_run(store, run_id, device=device, logger=run_log)
+        if beat.interrupted_run == run_id and final["status"] == "cancelled":
+            # our own shutdown stopped it, not its owner: say so, like a crash would
+            store.set_status(run_id, "failed", f"{WORKER_STOPPED}: the worker was shut down while the run "
+                                               "was training; the finished epochs are kept")
+            final = store.get_run(run_id)
+        run_log.info("run %d ended: %s%s", run_id, final["status"], f" ({final['error']})" if final["error"] else "")
+        log.info("run %d ended: %s", run_id, final["status"])
+    except KeyboardInterrupt:   # a second Ctrl-C: leave at once, but leave no run `running` behind
+        _fail_quietly(store, run_id, f"{WORKER_STOPPED}: the worker was interrupted; the finished epochs are kept")
+        raise
+    except Exception as e:   # a store or logging failure around the run; the run itself never raises
+        log.error("run %d: unexpected error in the worker:\n%s", run_id, traceback.format_exc())
+        final = _fail_quietly(store, run_id, f"The worker hit an unexpected error: {type(e).__name__}: {e}")
+    finally:
+        beat.current_run = None
+        if handler is not None:
+            run_log.removeHandler(handler)
+            handler.close()
+        try:
+            store.worker_heartbeat(worker_id, "idle", None)
+        except Exception:
+            log.warning("could not update the worker row:\n%s", traceback.format_exc())
+    if final and final.get("group_kind") == "sweep":
+        _tell_sweep(store, final)
+    return final
+
+
+def _fail_quietly(store: RunStore, run_id: int, reason: str) -> dict | None:
+    try:
+        if store.get_run(run_id)["status"] == "running":
+            store.set_status(run_id, "failed", reason)
+        return store.get_run(run_id)
+    except Exception:
+        log.error("could not mark run %d failed:\n%s", run_id, traceback.format_exc())
+        return None
+
+
+def _tell_sweep(store: RunStore, run: dict) -> None:
+    """A Bayesian sweep queues its next trial when one ends; a failure there must not stop the worker."""
+    try:
+        from .sweeps import on_run_finished
+        queued = on_run_finished(store, run)
+        if queued:
+            log.info("sweep %s queued run(s) %s", run["group_name"], [r["id"] for r in queued])
+    except Exception:
+        log.warning("the sweep could not react to run %d:\n%s", run["id"], traceback.format_exc())
+
+
+class Heartbeat(threading.Thread):
+    """Beats the worker row and the current run's heartbeat from a thread of its own (with its own
+    database connection), so a run is alive as long as its worker process is, whatever the training
+    loop is doing. On a stop request it asks the current run to stop at its next batch."""
+
+    def __init__(self, url: str, worker_id: int | None, stop_requested: threading.Event,
+                 interval: float = HEARTBEAT_S):
+        super().__init__(name="fercore-heartbeat", daemon=True)
+        self.url, self.worker_id, self.stop_requested, self.interval = url, worker_id, stop_requested, interval
+        self.current_run: int | None = None
+        self.interrupted_run: int | None = None   # the run we asked to stop because the worker is stopping
+        self._halted = threading.Event()
+
+    def halt(self) -> None:
+        self._halted.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        store = None
+        while not self._halted.is_set():
+            try:
+                store = store or RunStore(self.url)
+                self._beat(store)
+            except Exception:   # a locked or unreachable database: try again at the next beat
+                log.warning("heartbeat failed:\n%s", traceback.format_exc())
+            self._sleep()
+        if store is not None:
+            store.engine.dispose()
+
+    def _beat(self, store: RunStore) -> None:
+        rid = self.current_run
+        if rid is not None:
+            store.update_run(rid, heartbeat_at=now())
+            if self.stop_requested.is_set() and self.interrupted_run != rid:
+                run = store.get_run(rid)
+                if run["status"] == "running" and not run["cancel_requested"]:
+                    store.update_run(rid, cancel_requested=True)
+                    self.interrupted_run = rid
+        if self.worker_id is not None:
+            store.worker_heartbeat(self.worker_id, "busy" if rid is not None else "idle", rid)
+
+    def _sleep(self) -> None:
+        """Wait one interval, waking early for a stop request so the current run is told at once."""
+        deadline = time.monotonic() + self.interval
+        while time.monotonic() < deadline and not self._halted.is_set():
+            if self.stop_requested.is_set() and self.current_run not in (None, self.interrupted_run):
+                return
+            time.sleep(0.1)
+
+
+@contextmanager
+def heartbeat_while(store: RunStore, run_id: int):
+    """Keep a run's heartbeat fresh while the caller trains it in the foreground (`train` without --queue),
+    so a long evaluation is not mistaken for a dead run by reap()."""
+    beat = Heartbeat(store.url, None, threading.Event())
+    beat.current_run = run_id
+    beat.start()
+    try:
+        yield
+    finally:
+        beat.halt()
+
+
+def _stop_on_signals(stop: threading.Event):
+    """SIGTERM/SIGINT set `stop`; a second one exits at once. Returns a function restoring the old handlers."""
+    def handler(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("signal %d: stopping after the current batch", signum)
+        stop.set()
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:   # not the main thread (a worker run inside a test or a notebook thread)
+            pass
+    return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
+def _log_to_stderr() -> None:
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+# --- crash recovery --------------------------------------------------------------------------------------
+def reap(store: RunStore) -> list[int]:
+    """Fail every `running` run whose worker is gone (its process ended on this machine, or its heartbeat
+    is older than STALE_AFTER_S); their epochs stay. Returns the ids of the runs failed."""
+    failed = []
+    dead = [w for w in store.list_workers() if w["host"] == socket.gethostname() and not pid_alive(w["pid"])]
+    if dead:
+        ids = {w["id"] for w in dead}
+        for run in store.list_runs(status="running"):
+            if run["worker_id"] in ids:
+                store.set_status(run["id"], "failed", f"{WORKER_STOPPED}: its process ended while the run was "
+                                                      "training; the finished epochs are kept")
+                failed.append(run["id"])
+        for w in dead:
+            store.worker_heartbeat(w["id"], "stopped", None)
+    failed += store.reap_stale_runs(STALE_AFTER_S)
+    for rid in failed:
+        log.info("run %d failed: %s", rid, WORKER_STOPPED)
+    return failed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a zombie counts as ended)."""
+    if os.name != "posix":
+        return True   # no cheap, safe check: rely on the heartbeat timeout
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# --- status and starting a worker ------------------------------------------------------------------------
+def live_workers(store: RunStore) -> list[dict]:
+    """Workers whose heartbeat is recent and, on this machine, whose process still runs."""
+    here = socket.gethostname()
+    return [w for w in store.list_workers(alive_within_s=STALE_AFTER_S)
+            if w["host"] != here or pid_alive(w["pid"])]
+
+
+def worker_status(store: RunStore) -> dict:
+    """For the sidebar: the live workers and how many runs wait and train."""
+    counts = store.counts()
+    return {"alive": live_workers(store), "queued": counts["queued"], "running": counts["running"]}
+
+
+def ensure_worker(store: RunStore) -> bool:
+    """Start one detached worker if runs are queued and no worker is alive. Returns True if one was started.
+
+    A lock file in the artifacts folder (created with O_EXCL, holding the new worker's pid) keeps two
+    callers (two browser tabs, a lesson and the CLI) from both starting one while the first new worker
+    is still importing torch and has not registered yet."""
+    reap(store)
+    if store.counts()["queued"] == 0 or live_workers(store):
+        return False
+    lock = store.artifacts / "worker.spawn.lock"
+    fd = _take_lock(lock)
+    if fd is None:
+        return False
+    try:
+        if live_workers(store):   # one registered while we were taking the lock
+            os.close(fd)
+            fd = None
+            lock.unlink(missing_ok=True)
+            return False
+        proc = _spawn_worker(store)
+        os.write(fd, str(proc.pid).encode())
+        log.info("started a worker process (pid %d)", proc.pid)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _take_lock(lock: Path) -> int | None:
+    for _ in range(2):
+        try:
+            return os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_is_fresh(lock):
+                return None
+            lock.unlink(missing_ok=True)   # a worker that died or registered long ago: take it over
+    return None
+
+
+def _lock_is_fresh(lock: Path) -> bool:
+    try:
+        age = time.time() - lock.stat().st_mtime
+        text = lock.read_text().strip()
+    except FileNotFoundError:
+        return False
+    if age > SPAWN_GRACE_S:
+        return False
+    return not text.isdigit() or pid_alive(int(text))   # empty: the spawner is writing it right now
+
+
+def _spawn_worker(store: RunStore) -> subprocess.Popen:
+    env = dict(os.environ)   # FER_* settings (cache folder, artifacts) travel with it
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault(IDLE_EXIT_ENV, str(IDLE_EXIT_S))
+    env["FER_DB_URL"] = store.url   # not --db: a URL may carry a password, and `ps` shows arguments to all
+    out = open(store.artifacts / "worker.log", "ab")
+    detach = ({"start_new_session": True} if os.name == "posix" else
+              {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP})
+    try:
+        return subprocess.Popen([sys.executable, "-m", "fercore", "worker"], cwd=REPO_ROOT,
+                                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **detach)
+    finally:
+        out.close()   # the child keeps its own copy of the file descriptor

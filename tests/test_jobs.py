@@ -1,0 +1,182 @@
+"""Background training with real worker processes: the queue, two workers, kill -9, cancel, auto-start."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, cli_env
+from fercore.cli import main
+from fercore.jobs import ensure_worker, reap, worker_status
+from fercore.store import RunStore
+
+LONG = 500   # epochs of a run that is still training when the test acts on it
+
+
+@pytest.fixture
+def procs():
+    """Worker processes started by a test; none outlives it."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=30)
+
+
+def env(**extra) -> dict:
+    e = cli_env()
+    e["OMP_NUM_THREADS"] = "1"   # two workers on a 2-core machine: no thread oversubscription
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def start_worker(procs, db: str, *args: str, **extra_env) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "fercore", "worker", "--db", db, "--json", *args], cwd=REPO,
+                         env=env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(p)
+    return p
+
+
+def finish(p: subprocess.Popen, timeout: float = 60) -> dict:
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, err
+    return json.loads(out)
+
+
+def wait_for(check, timeout: float = 30, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def queue(store: RunStore, config, n: int = 1, **changes) -> list[int]:
+    return [store.create_run(config.replace(**changes), status="queued")["id"] for _ in range(n)]
+
+
+def exited(pid: int) -> bool:
+    """Reap our own child if it ended (ensure_worker's worker is a child of the test process)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True
+
+
+def epochs_done(store: RunStore, rid: int) -> int:
+    return len(store.epochs(rid))
+
+
+def test_worker_once_trains_two_queued_runs_and_logs_them(db, tiny, capsys, procs):
+    store = RunStore(db)
+    ids = queue(store, tiny)
+    [broken] = queue(store, tiny, data="no-such-dataset")   # fails; the worker goes on with the next run
+    ids += queue(store, tiny)
+    assert finish(start_worker(procs, db, "--once"))["trained"] == 3
+    run = store.get_run(broken)
+    assert run["status"] == "failed" and "no-such-dataset" in run["error"]
+    for rid in ids:
+        run = store.get_run(rid, epochs=True)
+        assert run["status"] == "finished", run["error"]
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+        assert run["test"]["n"] > 0 and run["worker_id"] is not None
+        assert main(["runs", "log", str(rid), "--db", db]) == 0
+        log = capsys.readouterr().out
+        assert "epoch 2:" in log and "test accuracy" in log and "ended: finished" in log
+
+
+def test_two_workers_never_claim_the_same_run(db, tiny, procs):
+    from fercore.runner import open_dataset
+    store = RunStore(db)
+    open_dataset(store, tiny.data)   # imported once here, so the workers race for runs, not for the import
+    ids = queue(store, tiny, 6)
+    workers = [start_worker(procs, db, "--once") for _ in range(2)]
+    trained = [finish(p)["trained"] for p in workers]
+    assert sum(trained) == 6 and min(trained) >= 1, trained
+    for rid in ids:
+        run = store.get_run(rid, epochs=True)
+        assert run["status"] == "finished" and len(run["epochs"]) == 2
+        claims = open(run["log_path"]).read().count("claimed by worker")
+        assert claims == 1, f"run {rid} was claimed {claims} times"
+    assert len({store.get_run(r)["worker_id"] for r in ids}) == 2
+
+
+def test_killed_worker_leaves_its_run_failed_with_epochs_kept(db, tiny, procs):
+    store = RunStore(db)
+    [rid] = queue(store, tiny, epochs=LONG)
+    # two workers start together: one takes the run and is killed, the other is "the next worker"
+    workers = [start_worker(procs, db, FER_WORKER_IDLE_EXIT_S=60) for _ in range(2)]
+    wait_for(lambda: epochs_done(store, rid) >= 1, 60, "the first epoch")
+    wait_for(lambda: len(worker_status(store)["alive"]) == 2, 30, "both workers to register")
+    pid = next(w["pid"] for w in worker_status(store)["alive"] if w["id"] == store.get_run(rid)["worker_id"])
+    victim = next(p for p in workers if p.pid == pid)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    done = epochs_done(store, rid)
+    t0 = time.monotonic()
+    wait_for(lambda: store.get_run(rid)["status"] != "running", 15, "the next worker to notice")
+    assert time.monotonic() - t0 < 10
+    run = store.get_run(rid, epochs=True)
+    assert run["status"] == "failed" and run["error"].startswith("worker stopped")
+    assert [e["epoch"] for e in run["epochs"]] == list(range(1, done + 1))
+    survivor = next(p for p in workers if p is not victim)
+    survivor.send_signal(signal.SIGTERM)
+    assert finish(survivor)["trained"] == 0
+    assert worker_status(store)["alive"] == []
+
+
+def test_cancel_stops_a_running_run_within_seconds_and_a_queued_one_never_starts(db, tiny, procs, capsys):
+    store = RunStore(db)
+    running, waiting = queue(store, tiny, 2, epochs=LONG)
+    p = start_worker(procs, db, "--once")
+    wait_for(lambda: epochs_done(store, running) >= 1, 60, "the first epoch")
+    assert main(["runs", "cancel", str(waiting), "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    t0 = time.monotonic()
+    assert main(["runs", "cancel", str(running), "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "running"   # asked; the worker stops it
+    wait_for(lambda: store.get_run(running)["status"] == "cancelled", 15, "the cancel")
+    assert time.monotonic() - t0 < 15
+    assert finish(p)["trained"] == 1
+    run = store.get_run(running, epochs=True)
+    assert run["status"] == "cancelled" and len(run["epochs"]) >= 1 and run["test"] is None
+    never = store.get_run(waiting, epochs=True)
+    assert never["status"] == "cancelled" and never["started_at"] is None and never["epochs"] == []
+
+
+def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("FER_WORKER_IDLE_EXIT_S", "60")   # a safety net: the test stops it long before
+    store = RunStore(db)
+    assert not ensure_worker(store)   # nothing queued: no worker
+    short, long_ = queue(store, tiny)[0], queue(store, tiny, epochs=LONG)[0]
+    assert ensure_worker(store)
+    pid = int((store.artifacts / "worker.spawn.lock").read_text())   # known at once, so the test can stop it
+    try:
+        assert not ensure_worker(store)   # a second caller right after: the new worker is still starting
+        assert wait_for(lambda: worker_status(store)["alive"], 30, "the worker to register")[0]["pid"] == pid
+        assert not ensure_worker(store)
+        wait_for(lambda: store.get_run(short)["status"] == "finished", 60, "the first run")
+        wait_for(lambda: epochs_done(store, long_) >= 1, 60, "the long run's first epoch")
+        os.kill(pid, signal.SIGTERM)   # an instructor stops the lab: the run must not stay `running`
+        wait_for(lambda: exited(pid), 30, "the worker to exit")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    run = store.get_run(long_, epochs=True)
+    assert run["status"] == "failed" and run["error"].startswith("worker stopped")
+    assert len(run["epochs"]) >= 1
+    assert store.list_workers() == [] and worker_status(store) == {"alive": [], "queued": 0, "running": 0}
+    assert reap(store) == []
+    assert (store.artifacts / "worker.log").exists()
