@@ -1,0 +1,80 @@
+"""Classify-page work: find the faces of an upload once, score them with each chosen run, explain them.
+
+Detection is cached per image (by content), attributions per (run, face, class, method), so changing
+the method or adding a run redoes only what changed. One lock serialises use of the shared cached
+networks: attribution briefly changes a model's flags, and two sessions must not interleave there.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+MODEL_LOCK = threading.Lock()
+DISPLAY_SIDE = 192      # faces are shown (and explained over) at this size
+MAX_SHOWN_SIDE = 1200   # the boxed photo is reduced to this for display
+
+
+@dataclass
+class Detection:
+    boxed: np.ndarray           # the photo with numbered boxes, RGB uint8 (reduced for display)
+    boxes: list
+    crops: np.ndarray           # (n, 48, 48) uint8 faces as the networks see them
+    fallback_whole_image: bool
+    notes: list
+    seconds: float
+    size: tuple                 # the photo's size after EXIF rotation
+
+
+@st.cache_data(max_entries=16, show_spinner="Finding faces...")
+def detect(image_bytes: bytes) -> Detection:
+    """Load an upload safely (ImageError with a plain sentence otherwise) and find its faces."""
+    from ..faces import draw_boxes, find_faces
+    from ..images import load_image
+    t0 = time.perf_counter()
+    img = load_image(image_bytes)
+    found = find_faces(img, size=48)
+    seconds = time.perf_counter() - t0
+    boxed = draw_boxes(img, found.boxes)
+    boxed.thumbnail((MAX_SHOWN_SIDE, MAX_SHOWN_SIDE))
+    return Detection(np.asarray(boxed), list(found.boxes), found.crops, bool(found.fallback_whole_image),
+                     list(found.notes), seconds, img.size)
+
+
+def scores(pred, crops: np.ndarray) -> tuple[np.ndarray, float]:
+    """Class probabilities of every face for one run, and the seconds it took."""
+    t0 = time.perf_counter()
+    with MODEL_LOCK:
+        probs = pred.probs(crops)
+    return probs, time.perf_counter() - t0
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def explain(run_id: int, checkpoint: str, crop: np.ndarray, target: int, method: str) -> tuple[np.ndarray, float]:
+    """The attribution overlay (RGB uint8, DISPLAY_SIDE square) of one face for one class, and its seconds."""
+    from ..explain import attribute, overlay
+    from ..models import saliency_target_layer
+    from . import state
+    pred = state._predictor(state.db_url(), run_id, checkpoint)
+    t0 = time.perf_counter()
+    with MODEL_LOCK:
+        layer = saliency_target_layer(pred.model) if method == "gradcam" else None
+        attr = attribute(pred.model, pred.input_tensor(crop), target, method, target_layer=layer)
+    seconds = time.perf_counter() - t0
+    face = np.asarray(Image.fromarray(crop).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BICUBIC))
+    return overlay(face, attr), seconds
+
+
+def enlarge(crop: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(crop).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BICUBIC))
+
+
+def overlay_colours(n: int = 11) -> np.ndarray:
+    """The overlay's colour map sampled at n points from low to high, as (n, 3) RGB."""
+    import cv2
+    ramp = np.linspace(0, 255, n).astype(np.uint8)[None, :]
+    return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[0]

@@ -1,0 +1,223 @@
+"""Plotly figures for the pages: pure functions of plain data (dicts, lists, arrays), no Streamlit.
+
+One colour per run across every chart of a page (RUN_COLOURS by position), train dashed and val
+solid on learning curves, a diverging scale centred on 0 for differences.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+RUN_COLOURS = ["#3b6ea8", "#d9822b", "#4a9a6a", "#b5485d", "#7a5ea8", "#8c6d46", "#c4739f", "#6f7f8f"]
+SPLIT_COLOURS = {"train": "#3b6ea8", "val": "#d9822b", "test": "#4a9a6a"}
+ACCENT, MUTED = "#3b6ea8", "#b8c4d2"
+
+
+def _layout(fig: go.Figure, height: int = 320, **kw) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if kw.get("title") else 10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), **kw)
+    return fig
+
+
+def colour(i: int) -> str:
+    return RUN_COLOURS[i % len(RUN_COLOURS)]
+
+
+# --- Classify --------------------------------------------------------------------------------------------
+def probability_bars(probs: dict[str, float], title: str = "") -> go.Figure:
+    """Horizontal bars of class probabilities, the top class highlighted, classes in their own order."""
+    classes = list(probs)
+    top = max(classes, key=probs.get)
+    values = [probs[c] for c in classes]
+    fig = go.Figure(go.Bar(x=values, y=classes, orientation="h", text=[f"{v:.0%}" for v in values],
+                           textposition="outside", cliponaxis=False,
+                           marker_color=[ACCENT if c == top else MUTED for c in classes],
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=False)
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, height=40 + 26 * len(classes), title=dict(text=title, font=dict(size=13)) if title else None)
+
+
+# --- Data ------------------------------------------------------------------------------------------------
+def class_balance(class_counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Grouped bars: images per class, one bar per split."""
+    fig = go.Figure()
+    for split, counts in class_counts.items():
+        if sum(counts.values()) == 0:
+            continue
+        fig.add_bar(name=split, x=list(counts), y=list(counts.values()), marker_color=SPLIT_COLOURS.get(split),
+                    hovertemplate=f"{split} %{{x}}: %{{y}}<extra></extra>")
+    fig.update_layout(barmode="group", yaxis_title="images")
+    return _layout(fig)
+
+
+def pixel_histogram(values_by_split: dict[str, np.ndarray]) -> go.Figure:
+    """Share of pixels at each intensity (0-255), one line per split."""
+    fig = go.Figure()
+    shares = []
+    for split, px in values_by_split.items():
+        if px.size == 0:
+            continue
+        counts = np.bincount(px.ravel(), minlength=256) / px.size
+        shares.append(counts)
+        fig.add_scatter(x=np.arange(256), y=counts, mode="lines", name=split, line=dict(color=SPLIT_COLOURS.get(split)))
+    fig.update_xaxes(title="pixel value", range=[0, 255])
+    fig.update_yaxes(title="share of pixels", tickformat=".1%")
+    if shares:
+        # A few pure-black or pure-white values (padding, blank images) would flatten the curve: clip them and say so.
+        top = float(np.percentile(np.concatenate(shares), 99)) * 1.3
+        peak = float(max(s.max() for s in shares))
+        if peak > top > 0:
+            fig.update_yaxes(range=[0, top])
+            at = int(np.argmax(np.max(shares, axis=0)))
+            fig.add_annotation(x=at, y=top, text=f"{at}: {peak:.1%} (clipped)", showarrow=False, yanchor="top",
+                               xanchor="right" if at > 128 else "left", font=dict(size=11))
+    return _layout(fig, height=280)
+
+
+# --- learning curves -------------------------------------------------------------------------------------------
+def smooth(values: list, strength: float) -> list:
+    """Exponential moving average (TensorBoard style); gaps (None/NaN) stay gaps."""
+    if strength <= 0:
+        return list(values)
+    out, last = [], None
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+            continue
+        last = v if last is None else strength * last + (1 - strength) * v
+        out.append(last)
+    return out
+
+
+def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing: float = 0.0,
+                    height: int = 340) -> go.Figure:
+    """Overlaid train (dashed) and val (solid) curves of `metric` ('loss' or 'acc') for several runs."""
+    fig = go.Figure()
+    for i, (label, epochs) in enumerate(series):
+        x = [e["epoch"] for e in epochs]
+        for split, dash in (("train", "dash"), ("val", "solid")):
+            y = smooth([e.get(f"{split}_{metric}") for e in epochs], smoothing)
+            fig.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 15 else "lines", name=f"{label} {split}",
+                            line=dict(color=colour(i), dash=dash), marker=dict(size=5), legendgroup=label,
+                            hovertemplate=f"{label} {split} {metric}: %{{y:.4f}} (epoch %{{x}})<extra></extra>")
+    fig.update_xaxes(title="epoch", dtick=1 if _max_epoch(series) <= 20 else None)
+    fig.update_yaxes(title="accuracy" if metric == "acc" else "loss", tickformat=".0%" if metric == "acc" else None)
+    return _layout(fig, height=height)
+
+
+def _max_epoch(series) -> int:
+    return max((e["epoch"] for _, eps in series for e in eps), default=0)
+
+
+def gradient_norms(epochs: list[dict], title: str = "") -> go.Figure:
+    """Per-layer gradient norms over epochs (log scale: vanishing and exploding both show)."""
+    layers = list(dict.fromkeys(k for e in epochs for k in (e.get("grad_norms") or {})))
+    fig = go.Figure()
+    shades = _ramp(len(layers))
+    for layer, c in zip(layers, shades):
+        fig.add_scatter(x=[e["epoch"] for e in epochs], y=[(e.get("grad_norms") or {}).get(layer) for e in epochs],
+                        mode="lines+markers", name=layer, line=dict(color=c), marker=dict(size=4))
+    fig.update_yaxes(type="log", title="gradient L2 norm")
+    n_epochs = max((e["epoch"] for e in epochs), default=1)
+    fig.update_xaxes(title="epoch", dtick=1 if n_epochs <= 20 else None, range=[0.8, n_epochs + 0.2] if n_epochs <= 2
+                     else None)
+    fig.update_layout(legend=dict(orientation="v", x=1.02, y=1, font=dict(size=10)))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      title=dict(text=title, font=dict(size=13)) if title else None)
+    return fig
+
+
+def _ramp(n: int) -> list[str]:
+    """n colours from the first layer (light) to the last (dark), so depth reads at a glance."""
+    if n <= 1:
+        return [ACCENT] * n
+    return [f"hsl({210 - 170 * i / (n - 1):.0f},55%,{62 - 30 * i / (n - 1):.0f}%)" for i in range(n)]
+
+
+# --- confusion ------------------------------------------------------------------------------------------------
+def confusion_heatmap(cm, classes: list[str], normalize: bool, title: str = "") -> go.Figure:
+    """Rows are the true class, columns the prediction; optionally each row scaled to sum 1."""
+    m = np.asarray(cm, dtype=float)
+    shown = row_normalise(m) if normalize else m
+    text = [[f"{v:.0%}" if normalize else f"{int(v)}" for v in row] for row in shown]
+    fig = go.Figure(go.Heatmap(z=shown, x=classes, y=classes, colorscale="Blues", text=text,
+                               texttemplate="%{text}", zmin=0, zmax=1 if normalize else None,
+                               hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="true")
+    fig.update_xaxes(title="predicted", side="bottom")
+    return _layout(fig, height=120 + 38 * len(classes), title=dict(text=title, font=dict(size=13)) if title else None)
+
+
+def confusion_difference(cm_a, cm_b, classes: list[str], title: str = "") -> go.Figure:
+    """Row-normalised B minus A: blue where B puts more of a true class, red where fewer."""
+    d = row_normalise(np.asarray(cm_b, float)) - row_normalise(np.asarray(cm_a, float))
+    lim = max(float(np.abs(d).max()), 0.01)
+    fig = go.Figure(go.Heatmap(z=d, x=classes, y=classes, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                               text=[[f"{v:+.0%}" for v in row] for row in d], texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="true")
+    fig.update_xaxes(title="predicted")
+    return _layout(fig, height=120 + 38 * len(classes), title=dict(text=title, font=dict(size=13)) if title else None)
+
+
+def row_normalise(m: np.ndarray) -> np.ndarray:
+    s = m.sum(axis=1, keepdims=True)
+    return np.divide(m, s, out=np.zeros_like(m, dtype=float), where=s > 0)
+
+
+def per_class_bars(frame, metric: str) -> go.Figure:
+    """Grouped bars of one per-class metric (precision/recall/f1), one colour per run."""
+    fig = go.Figure()
+    for i, (run, part) in enumerate(frame.groupby("run", sort=False)):
+        fig.add_bar(name=run, x=part["class"], y=part[metric], marker_color=colour(i),
+                    hovertemplate=f"{run} %{{x}}: %{{y:.1%}}<extra></extra>")
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", title=metric)
+    return _layout(fig)
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+def parallel_coordinates(rows: list[dict], params: list[str], metric: str = "best_val_acc") -> go.Figure:
+    """One line per finished trial through its settings to its accuracy; text settings become ticks."""
+    done = [r for r in rows if r.get(metric) is not None]
+    dims = []
+    for p in params:
+        vals = [r["params"].get(p) for r in done]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            positive = all(v > 0 for v in vals)
+            spread = max(vals) / min(vals) if positive and vals and min(vals) > 0 else 1
+            if positive and spread >= 10:   # learning rates and the like read better on a log axis
+                logs = [math.log10(v) for v in vals]
+                decades = list(range(math.floor(min(logs)), math.ceil(max(logs)) + 1))
+                dims.append(dict(label=f"{p} (log)", values=logs, range=[decades[0], decades[-1]],
+                                 tickvals=decades, ticktext=[f"{10.0 ** d:g}" for d in decades]))
+            else:
+                dims.append(dict(label=p, values=vals))
+        else:
+            labels = [str(v) for v in vals]
+            cats = sorted(set(labels))
+            dims.append(dict(label=p, values=[cats.index(v) for v in labels], tickvals=list(range(len(cats))),
+                             ticktext=cats))
+    acc = [r[metric] for r in done]
+    dims.append(dict(label="best val acc", values=acc, range=[min(acc, default=0), max(acc, default=1)],
+                     tickformat=".1%"))
+    fig = go.Figure(go.Parcoords(line=dict(color=acc, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title="val acc", tickformat=".0%")), dimensions=dims))
+    fig.update_layout(height=380, margin=dict(l=60, r=40, t=50, b=20))
+    return fig
+
+
+def attribution_colourbar(colours: np.ndarray) -> go.Figure:
+    """A thin horizontal colour bar, low to high attribution, drawn with the overlay's own colours."""
+    n = len(colours)
+    scale = [[i / (n - 1), f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours.astype(int))]
+    fig = go.Figure(go.Heatmap(z=[np.linspace(0, 1, n)], x=np.linspace(0, 1, n), colorscale=scale, showscale=False,
+                               hoverinfo="skip"))
+    fig.update_xaxes(tickvals=[0, 1], ticktext=["low", "high attribution"], showgrid=False, zeroline=False,
+                     fixedrange=True)
+    fig.update_yaxes(visible=False, fixedrange=True)
+    fig.update_layout(height=80, margin=dict(l=30, r=60, t=5, b=30))
+    return fig

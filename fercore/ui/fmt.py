@@ -1,0 +1,37 @@
+"""Numbers, durations and run labels as people read them ("-" for a missing value)."""
+from __future__ import annotations
+
+import math
+
+
+def pct(v, digits: int = 1) -> str:
+    return "-" if not _finite(v) else f"{v * 100:.{digits}f} %"
+
+
+def num(v, digits: int = 4) -> str:
+    return "-" if not _finite(v) else f"{v:.{digits}g}"
+
+
+def duration(seconds) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    if not _finite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def run_label(run: dict) -> str:
+    """'12 · lesson-lr-0.01 (finished)' for select boxes."""
+    return f"{run['id']} · {run['name']} ({run['status']})"
+
+
+def classes_text(classes) -> str:
+    return ", ".join(classes) if classes else "all"
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

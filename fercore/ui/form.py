@@ -1,0 +1,136 @@
+"""The Train page's form, built from RunConfig's field table (help, choices, bounds, group).
+
+Adding a setting to RunConfig adds its widget here with no other change. Widget values live in
+st.session_state under "cfg_<field>", mirrored in a plain dict so the form survives a visit to
+another page (Streamlit drops the state of widgets that were not drawn).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import streamlit as st
+
+from ..config import EMOTIONS, RunConfig, config_fields
+
+GROUPS = {"data": "Data", "architecture": "Architecture", "transfer": "Transfer (ImageNet nets)",
+          "augmentation": "Preprocessing & augmentation", "optimisation": "Optimisation", "run": "Run"}
+HIDDEN = {"preset"}                     # informational: set from the preset picker
+IMAGENET_ONLY = {"transfer", "input_mode"}
+STEPS = {"lr": 1e-4, "weight_decay": 1e-5, "momentum": 0.01, "rotation": 1.0, "grad_clip": 0.5, "mixup": 0.1}
+STATE = "train_form"
+
+
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _to_widget(f: dataclasses.Field, value):
+    """A config value as its widget holds it (lists as 'a, b' text, class subsets as lists)."""
+    if f.name == "classes":
+        return list(value or [])
+    if isinstance(_default(f), tuple):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def load_config(config: RunConfig) -> None:
+    """Put a config's values into the form (a preset picked, or a run to start from)."""
+    values = {f.name: _to_widget(f, getattr(config, f.name)) for f in config_fields()}
+    st.session_state[STATE] = values
+    for name, v in values.items():
+        st.session_state[f"cfg_{name}"] = v
+
+
+def _ensure_state() -> dict:
+    if STATE not in st.session_state:
+        load_config(RunConfig())
+    values = st.session_state[STATE]
+    for name, v in values.items():   # re-create widget state dropped while on another page
+        st.session_state.setdefault(f"cfg_{name}", v)
+    return values
+
+
+def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str], arch: str):
+    meta, key, default = f.metadata, f"cfg_{f.name}", _default(f)
+    label, help_ = f.name.replace("_", " "), meta["help"]
+    disabled = (meta["help"].startswith("Custom CNN") and arch != "custom") or \
+               (f.name in IMAGENET_ONLY and arch == "custom")
+    if f.name == "data":
+        options = list(dict.fromkeys(datasets + ["synthetic", st.session_state.get(key, "synthetic")]))
+        return st.selectbox(label, options, key=key, help=help_)
+    if f.name == "classes":
+        options = list(dict.fromkeys(classes + list(st.session_state.get(key) or [])))
+        return st.multiselect(label, options, key=key, help=help_, placeholder="all classes")
+    if isinstance(default, bool):
+        return st.checkbox(label, key=key, help=help_, disabled=disabled)
+    if meta.get("choices"):
+        return st.selectbox(label, list(meta["choices"]), key=key, help=help_, disabled=disabled)
+    if isinstance(default, tuple) or isinstance(default, str):
+        return st.text_input(label, key=key, help=help_, disabled=disabled)
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if isinstance(default, int):
+        return st.number_input(label, min_value=None if lo is None else int(lo), max_value=None if hi is None
+                               else int(hi), step=1, key=key, help=help_, disabled=disabled)
+    step = STEPS.get(f.name, 0.05 if hi is not None and hi <= 1 else 1.0)
+    return st.number_input(label, min_value=None if lo is None else float(lo), max_value=None if hi is None
+                           else float(hi), step=float(step), format="%g", key=key, help=help_, disabled=disabled)
+
+
+def config_form(datasets: list[str], classes: list[str]) -> dict:
+    """Draw the grouped form; return the raw values (turn them into a RunConfig with `to_config`)."""
+    values = _ensure_state()
+    arch = st.session_state.get("cfg_arch", "custom")
+    by_group: dict[str, list] = {}
+    for f in config_fields():
+        if f.name not in HIDDEN:
+            by_group.setdefault(f.metadata.get("group", "optimisation"), []).append(f)
+    tabs = st.tabs([GROUPS.get(g, g) for g in by_group])
+    for tab, (group, fs) in zip(tabs, by_group.items()):
+        with tab:
+            cols = st.columns(3)
+            for i, f in enumerate(fs):
+                with cols[i % 3]:
+                    values[f.name] = _widget(f, datasets, classes, arch)
+    return values
+
+
+def to_config(values: dict, preset: str = "") -> RunConfig:
+    """The form's values as a validated RunConfig (ConfigError with a plain sentence otherwise)."""
+    raw = {k: v for k, v in values.items() if k not in HIDDEN}
+    if isinstance(raw.get("classes"), list):
+        raw["classes"] = tuple(raw["classes"])
+    return RunConfig.from_dict({**raw, "preset": preset})
+
+
+# --- time per epoch ------------------------------------------------------------------------------------------
+def _similar(a: dict, b: RunConfig) -> bool:
+    keys = ("arch", "image_size") + (("conv_blocks", "filters", "convs_per_block") if b.arch == "custom"
+                                     else ("transfer",))
+    target = b.to_dict()
+    return all(a.get(k) == target[k] for k in keys)
+
+
+def epoch_estimate(store, config: RunConfig, on_gpu: bool) -> tuple[float | None, str]:
+    """Seconds per epoch: measured throughput of similar finished runs on this kind of device if there are
+    any, else the lessons' rough cost model. Returns (seconds, where the number comes from)."""
+    from ..lessons import estimate_runs, train_images
+    n, basis = train_images(config, store)
+    kind = "cuda" if on_gpu else "cpu"
+    similar = [r for r in store.list_runs(status="finished", limit=200)
+               if (r.get("device") or "").startswith(kind) and _similar(r.get("config") or {}, config)][:10]
+    rates = [e["images_per_s"] for r in similar for e in store.epochs(r["id"]) if e.get("images_per_s")]
+    if rates:
+        return n / statistics.median(rates), (f"measured: {len(similar)} similar finished run(s) on this "
+                                              f"{'GPU' if on_gpu else 'CPU'} trained "
+                                              f"{statistics.median(rates):,.0f} images/s; {n:,} training images")
+    est = estimate_runs([config.replace(epochs=1)], store)
+    seconds = est["seconds_gpu" if on_gpu else "seconds_cpu"]
+    return float(seconds), f"a rough guess from the model's size (no similar run measured yet); {n:,} images, {basis}"
+
+
+def default_classes(datasets_info: list[dict]) -> list[str]:
+    names = list(EMOTIONS)
+    for d in datasets_info:
+        names += [c for c in d["classes"] if c not in names]
+    return names

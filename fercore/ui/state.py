@@ -1,0 +1,203 @@
+"""Cached resources at the app's boundary, the folders users may import from, and the instructor lock.
+
+Everything a page loads that is slow (the store with its engine, a trained network, a dataset of
+30k images) is created once per process with `st.cache_resource`, keyed by what identifies it, so
+a second tab, a rerun or a second student costs nothing.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from ..config import ConfigError
+from ..data.dataset import DataError
+from ..store import NotFound, RunStore, default_db
+
+log = logging.getLogger("fercore.ui")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+# --- every page goes through the app's navigation --------------------------------------------------------
+APP_RAN, WANTED_PAGE = "_fer_app_ran", "_fer_wanted_page"
+
+
+def require_app(page_file: str) -> None:
+    """Send a visitor who reached a page without streamlit_app.py through it, to the page they asked for.
+
+    Streamlit treats a folder named pages/ as an old-style multipage app until the app script first calls
+    st.navigation, so the very first visitor of a fresh server who opens /runs directly gets pages/runs.py
+    alone: no sidebar, no navigation, and the old page list for every later visitor too."""
+    if not st.session_state.get(APP_RAN):
+        st.session_state[WANTED_PAGE] = f"pages/{Path(page_file).name}"
+        st.switch_page("streamlit_app.py")
+
+
+def app_ran() -> str | None:
+    """Called by streamlit_app.py after st.navigation: returns the page a redirected visitor asked for."""
+    st.session_state[APP_RAN] = True
+    return st.session_state.pop(WANTED_PAGE, None)
+
+
+# --- errors a user can cause: one sentence on the page, never a traceback ------------------------
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from ..images import ImageError
+    from ..runfile import RunFileError
+    return (ConfigError, DataError, NotFound, RunFileError, ImageError, PathRefused, ValueError,
+            FileNotFoundError, PermissionError)
+
+
+@contextmanager
+def shown_errors(action: str):
+    """Run a block; a user error becomes st.error with its sentence, anything else a short note
+    (the traceback goes to the server log, not to the student)."""
+    try:
+        yield
+    except Exception as e:   # noqa: BLE001 - this is the UI's last line; Streamlit's own control flow is BaseException
+        if isinstance(e, user_error_types()):
+            st.error(str(e))
+        else:
+            log.error("%s failed:\n%s", action, traceback.format_exc())
+            st.error(f"{action} failed unexpectedly ({type(e).__name__}: {e}). The details are in the server log.")
+
+
+# --- cached resources --------------------------------------------------------------------------------------
+def db_url() -> str:
+    return default_db()
+
+
+@st.cache_resource(show_spinner="Opening the run database...")
+def _store(url: str) -> RunStore:
+    store = RunStore(url)
+    try:
+        from ..runfile import ensure_starter
+        ensure_starter(store)
+    except Exception:   # noqa: BLE001 - a broken starter file must not keep the lab from opening
+        log.error("could not register the starter model:\n%s", traceback.format_exc())
+    return store
+
+
+def get_store() -> RunStore:
+    return _store(db_url())
+
+
+@st.cache_resource(max_entries=12, show_spinner="Loading the model...")
+def _predictor(url: str, run_id: int, checkpoint: str):
+    from ..inference import load_predictor
+    return load_predictor(_store(url), run_id)
+
+
+def get_predictor(run: dict):
+    """The loaded network of a finished run (cached per run id and checkpoint file)."""
+    return _predictor(db_url(), int(run["id"]), str(run.get("checkpoint")))
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the dataset...")
+def _dataset(url: str, name: str, fingerprint: str):
+    return _store(url).load_dataset(name)
+
+
+def get_dataset(name: str):
+    """A dataset of the store by name, or a synthetic set by its spec (made on the fly, never stored)."""
+    store = get_store()
+    info = store.dataset_info(name)
+    if info is not None:
+        return _dataset(db_url(), name, info["fingerprint"])
+    if name.startswith("synthetic"):
+        return _synthetic(name)
+    raise NotFound(f"The dataset {name!r} is not in this database; import it on the Data page.")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Drawing the synthetic faces...")
+def _synthetic(spec: str):
+    from ..data.sources import load_source
+    return load_source(spec)
+
+
+def run_test_images(run: dict):
+    """(images, labels) of a run's test split in the order training used, via prepare_for_run."""
+    from ..config import RunConfig
+    from ..data.dataset import prepare_for_run
+    cfg = RunConfig.from_dict(run["config"])
+    ds = get_dataset(run["dataset"] or cfg.data)
+    ds = prepare_for_run(ds, cfg.classes, cfg.split, cfg.split_ratios, cfg.split_seed, cfg.data_fraction, cfg.seed)
+    return ds.arrays("test")
+
+
+def autostart_worker() -> bool:
+    """FER_AUTOSTART_WORKER=0: the instructor runs workers themselves (e.g. `python -m fercore worker` on a GPU
+    box), so the app never starts one."""
+    return os.environ.get("FER_AUTOSTART_WORKER", "1") != "0"
+
+
+@st.cache_resource(show_spinner=False)
+def training_device() -> str:
+    import torch
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    return "CPU (no GPU found)"
+
+
+# --- import paths typed by users: confined to allowed folders ----------------------------------------------
+class PathRefused(ValueError):
+    """A server path outside the folders users may import from."""
+
+
+def allowed_roots() -> list[Path]:
+    """The working directory, ../shared/datasets when present, and FER_DATA_DIRS (os.pathsep-separated)."""
+    roots = [Path.cwd()]
+    if SHARED_DATASETS.is_dir():
+        roots.append(SHARED_DATASETS)
+    roots += [Path(p).expanduser() for p in os.environ.get("FER_DATA_DIRS", "").split(os.pathsep) if p.strip()]
+    out = []
+    for r in roots:
+        r = r.resolve()
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def confine_path(text: str) -> Path:
+    """The resolved path if it lies inside an allowed folder (symlinks followed first), else PathRefused."""
+    text = (text or "").strip()
+    if not text:
+        raise PathRefused("Type the path of a CSV, zip or image folder on the server.")
+    if "\x00" in text:
+        raise PathRefused("That path contains a NUL character.")
+    raw = Path(text).expanduser()
+    path = (raw if raw.is_absolute() else Path.cwd() / raw).resolve()
+    roots = allowed_roots()
+    if not any(path == r or path.is_relative_to(r) for r in roots):
+        raise PathRefused(f"{text} is outside the folders this lab may read from ("
+                          + ", ".join(str(r) for r in roots) + "). Ask the instructor to add its folder to "
+                          "FER_DATA_DIRS, or upload the file instead.")
+    if not path.exists():
+        raise PathRefused(f"There is no file or folder at {text}.")
+    return path
+
+
+# --- the optional instructor password (.streamlit/secrets.toml: instructor_password = "...") ----------
+def instructor_password() -> str | None:
+    try:
+        value = st.secrets.get("instructor_password")
+    except Exception:   # noqa: BLE001 - no secrets file at all is the normal case
+        return None
+    return str(value) if value else None
+
+
+def may_manage_runs() -> bool:
+    """Deleting and cancelling runs: open to all unless an instructor password is set and not entered."""
+    expected = instructor_password()
+    if expected is None:
+        return True
+    given = st.session_state.get("instructor_password_given", "")
+    return hmac.compare_digest(str(given).encode(), expected.encode())
+
+
+LOCKED_NOTE = "Deleting and cancelling runs is reserved to the instructor: enter the password in the sidebar."

@@ -1,0 +1,98 @@
+"""pandas frames of runs and comparisons, as the Runs and Compare pages show and export them."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..config import RunConfig
+
+# Run-table columns: the best/last/min of each metric, not just the last value.
+RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "best val acc", "last val acc",
+               "min val loss", "test acc", "epochs", "duration (s)", "device", "group", "created"]
+
+
+def runs_frame(runs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        cfg, s = r.get("config") or {}, r.get("summary") or {}
+        rows.append({
+            "id": r["id"], "name": r["name"], "status": r["status"], "dataset": r.get("dataset") or cfg.get("data"),
+            "arch": cfg.get("arch"), "transfer": cfg.get("transfer"),
+            "classes": ", ".join(cfg.get("classes") or []) or "all",
+            "best val acc": s.get("best_val_acc"), "last val acc": s.get("last_val_acc"),
+            "min val loss": s.get("min_val_loss"), "test acc": (r.get("test") or {}).get("accuracy"),
+            "epochs": s.get("epochs_done", 0), "duration (s)": r.get("duration_s"),
+            "device": r.get("device") or "", "group": r.get("group_name") or "", "created": r.get("created_at"),
+        })
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    numeric = ["best val acc", "last val acc", "min val loss", "test acc", "duration (s)"]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def as_points(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """Accuracy-like columns (0..1) as percentage points, for display with `POINTS_FORMAT`."""
+    out = df.copy()
+    for c in columns:
+        if c in out:
+            out[c] = pd.to_numeric(out[c], errors="coerce") * 100
+    return out
+
+
+POINTS_FORMAT = "%.1f %%"
+ACCURACY_COLUMNS = ("best val acc", "last val acc", "test acc")
+
+
+def points_columns(columns=ACCURACY_COLUMNS) -> dict:
+    """st.dataframe column_config showing `as_points` columns as '57.3 %'."""
+    import streamlit as st
+    return {c: st.column_config.NumberColumn(c, format=POINTS_FORMAT) for c in columns}
+
+
+def filter_runs(df: pd.DataFrame, statuses=(), datasets=(), archs=(), text: str = "") -> pd.DataFrame:
+    if statuses:
+        df = df[df["status"].isin(statuses)]
+    if datasets:
+        df = df[df["dataset"].isin(datasets)]
+    if archs:
+        df = df[df["arch"].isin(archs)]
+    if text.strip():
+        t = text.strip().lower()
+        hit = df["name"].str.lower().str.contains(t, regex=False) | df["group"].str.lower().str.contains(t, regex=False)
+        df = df[hit]
+    return df
+
+
+def config_diff_frame(runs: list[dict]) -> pd.DataFrame:
+    """Settings that differ between the runs (rows) by run (columns); empty when all agree."""
+    defaults = RunConfig().to_dict()
+    configs = [{**defaults, **(r.get("config") or {})} for r in runs]
+    keys = [k for k in defaults if k != "name" and any(_show(c[k]) != _show(configs[0][k]) for c in configs[1:])]
+    data = {f"{r['id']} · {r['name']}": [_show(c[k]) for k in keys] for r, c in zip(runs, configs)}
+    return pd.DataFrame(data, index=pd.Index(keys, name="setting"))
+
+
+def per_class_frame(runs: list[dict]) -> pd.DataFrame:
+    """Long format: run, class, precision, recall, f1, support (from each run's test evaluation)."""
+    rows = []
+    for r in runs:
+        for cls, m in ((r.get("test") or {}).get("per_class") or {}).items():
+            rows.append({"run": f"{r['id']} · {r['name']}", "class": cls, **{k: m.get(k) for k in
+                                                                            ("precision", "recall", "f1", "support")}})
+    return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
+
+
+def comparison_csv(runs: list[dict]) -> str:
+    """One row per run: metrics, every differing setting, per-class F1: what a report table needs."""
+    base = runs_frame(runs).set_index("id")
+    diff = config_diff_frame(runs).T
+    diff.index = [r["id"] for r in runs]
+    f1 = {r["id"]: {f"f1 {c}": m.get("f1") for c, m in ((r.get("test") or {}).get("per_class") or {}).items()}
+          for r in runs}
+    out = base.join(diff.add_prefix("config "), how="left").join(pd.DataFrame.from_dict(f1, orient="index"),
+                                                               how="left")
+    return out.reset_index(names="id").to_csv(index=False)
+
+
+def _show(v):
+    """Lists shown as text, so that they compare and display as one cell."""
+    return ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v

@@ -1,0 +1,148 @@
+"""Data: import FER2013 (upload, a path on the server, or the synthetic demo set), then look at a
+dataset: class balance per split, samples per class, pixel statistics, and augmentation previews."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from fercore.config import PRESETS, RunConfig, preset_config
+from fercore.ui import analysis, figures, state, tables
+
+state.require_app(__file__)
+st.title("Data")
+store = state.get_store()
+
+
+def import_source(src: str, name: str) -> None:
+    """Load a source, store it as a dataset, and say what arrived."""
+    from fercore.data.sources import load_source
+    with st.spinner("Importing... (the full FER2013 CSV takes a few seconds)"):
+        ds = load_source(src)
+        info = store.add_dataset(ds, name.strip() or ds.name)
+    splits = ", ".join(f"{k} {v:,}" for k, v in info["splits"].items())
+    st.success(f"Imported {sum(info['splits'].values()):,} images as {info['name']!r} ({splits}).")
+    for note in info["notes"]:
+        st.info(note)
+    st.session_state["data_pick"] = info["name"]
+
+
+with st.expander("Import a dataset", expanded=not store.list_datasets()):
+    up_tab, path_tab, synth_tab = st.tabs(["Upload a file", "A path on the server", "Synthetic demo faces"])
+    with up_tab:
+        up = st.file_uploader("fer2013.csv (or .csv.gz, icml_face_data.csv), or a .zip of <split>/<class>/ images",
+                              type=["csv", "gz", "zip"], key="data_upload")
+        up_name = st.text_input("Name (optional)", key="data_upload_name", placeholder="e.g. fer2013")
+        if st.button("Import the upload", disabled=up is None):
+            with state.shown_errors("The import"), tempfile.TemporaryDirectory() as tmp:
+                # keep the file's own name: the loaders recognise fer2013.csv / .csv.gz / .zip by it
+                path = Path(tmp) / (Path(up.name).name or "upload")
+                path.write_bytes(up.getvalue())
+                import_source(str(path), up_name or Path(up.name).name.split(".")[0])
+    with path_tab:
+        roots = state.allowed_roots()
+        st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in roots)
+                   + ". Others can be added with the environment variable FER_DATA_DIRS.")
+        typed = st.text_input("Path to a CSV, zip or image folder", key="data_path",
+                              placeholder=str(roots[-1] / "fer2013.csv"))
+        path_name = st.text_input("Name (optional)", key="data_path_name")
+        if st.button("Import from the path"):
+            with state.shown_errors("The import"):
+                import_source(str(state.confine_path(typed)), path_name)
+    with synth_tab:
+        st.caption("Procedurally drawn faces whose expressions a small CNN can learn: for demos and "
+                   "CPU-only classrooms. Always labelled synthetic.")
+        n = st.select_slider("Number of faces", [700, 2100, 4200, 8400], value=2100)
+        if st.button("Create the synthetic set"):
+            with state.shown_errors("Creating the synthetic set"):
+                import_source(f"synthetic:{n}", "synthetic" if n == 2100 else f"synthetic-{n}")
+
+datasets = store.list_datasets()
+if not datasets:
+    st.info("No dataset yet: import FER2013 above, or create the synthetic demo faces.")
+    st.stop()
+
+st.dataframe([{"name": d["name"], "images": sum(d["splits"].values()), **d["splits"],
+               "classes": ", ".join(d["classes"]), "synthetic": d["synthetic"], "source": d["source"]}
+              for d in datasets], hide_index=True)
+names = [d["name"] for d in datasets]
+if st.session_state.get("data_pick") not in names:
+    st.session_state["data_pick"] = names[0]
+name = st.selectbox("Dataset", names, key="data_pick")
+info = store.dataset_info(name)
+if info["synthetic"]:
+    st.caption(":orange[Synthetic] faces, drawn by the lab; not real photographs.")
+ds = None
+with state.shown_errors("Loading the dataset"):
+    ds = state.get_dataset(name)
+if ds is None:
+    st.stop()
+
+# --- balance and samples ----------------------------------------------------------------------------------
+st.subheader("Class balance")
+st.plotly_chart(figures.class_balance(info["class_counts"]), key="balance")
+train_counts = info["class_counts"]["train"]
+if train_counts and min(train_counts.values()) > 0:
+    ratio = max(train_counts.values()) / min(train_counts.values())
+    if ratio >= 3:
+        st.caption(f"The largest training class has {ratio:.0f}x the images of the smallest: consider class "
+                   "weights, and read per-class recall, not just accuracy.")
+
+st.subheader("Samples per class")
+rng = np.random.default_rng(0)
+per_class = st.slider("Samples per class", 4, 24, 12, 4)
+cols = st.columns(2)
+for i, cls in enumerate(ds.classes):
+    idx = np.flatnonzero(ds.labels == i)
+    if len(idx):
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False)
+        cols[i % 2].image(analysis.mosaic(ds.images[pick], columns=per_class // 2 if per_class > 12 else per_class,
+                                          scale=1), caption=f"{cls} ({len(idx):,} images)")
+
+# --- pixel statistics ---------------------------------------------------------------------------------------
+st.subheader("Pixel statistics")
+sample = {}
+for code, split in enumerate(("train", "val", "test")):
+    idx = np.flatnonzero(ds.split == code)
+    if len(idx):
+        sample[split] = ds.images[rng.choice(idx, size=min(3000, len(idx)), replace=False)]
+a, b = st.columns([1, 2])
+a.dataframe([{"split": s, "mean": float(x.mean()), "std": float(x.std()),
+              "dark (<32)": 100 * float((x < 32).mean()), "bright (>223)": 100 * float((x > 223).mean())}
+             for s, x in sample.items()], hide_index=True,
+            column_config={"mean": st.column_config.NumberColumn(format="%.1f"),
+                           "std": st.column_config.NumberColumn(format="%.1f"),
+                           **tables.points_columns(("dark (<32)", "bright (>223)"))})
+a.caption("Mean and std of pixel values (0-255) on up to 3,000 images per split; 'standard' normalisation uses "
+          "the training mean and std.")
+b.plotly_chart(figures.pixel_histogram(sample), key="histogram")
+means = np.stack([ds.images[ds.labels == i].mean(axis=0) if (ds.labels == i).any()
+                  else np.zeros(ds.images.shape[1:]) for i in range(len(ds.classes))]).astype(np.uint8)
+st.image(analysis.mosaic(means, columns=len(ds.classes), scale=2),
+         caption="The mean face of each class: " + ", ".join(ds.classes))
+
+# --- augmentation preview -----------------------------------------------------------------------------------
+st.subheader("Augmentation preview")
+st.caption("What training would feed the network: each row is one real image, then random augmentations of it.")
+NO_PRESET = "(defaults)"
+p = st.selectbox("Augmentations of", [NO_PRESET] + list(PRESETS), key="aug_preset")
+base = RunConfig() if p == NO_PRESET else preset_config(p)
+knobs = {"hflip": (0.0, 1.0, 0.05), "rotation": (0.0, 90.0, 1.0), "shift": (0.0, 0.5, 0.01), "zoom": (0.0, 0.5, 0.01),
+         "blur": (0.0, 1.0, 0.05), "erasing": (0.0, 1.0, 0.05)}
+cols = st.columns(len(knobs))
+changes = {k: c.slider(k, lo, hi, float(getattr(base, k)), step, key=f"aug_{p}_{k}")
+           for c, (k, (lo, hi, step)) in zip(cols, knobs.items())}
+seed = st.number_input("Seed", 0, 10_000, 0, key="aug_seed")
+with state.shown_errors("The augmentation preview"):
+    from fercore.augment import preview
+    cfg = base.replace(**changes, image_size=ds.image_size)   # preview at the images' own size
+    train_idx = np.flatnonzero(ds.split == 0)
+    picks = np.random.default_rng(int(seed)).choice(train_idx, size=min(4, len(train_idx)), replace=False)
+    gap = np.full((ds.image_size * 2, 12), 255, np.uint8)
+    rows = [np.concatenate([analysis.mosaic(ds.images[i][None], columns=1), gap,
+                            analysis.mosaic(preview(cfg, ds.images[i], 8, int(seed) * 100 + k), columns=8)], axis=1)
+            for k, i in enumerate(picks)]
+    st.image(np.concatenate([np.pad(r, ((0, 6), (0, 0)), constant_values=255) for r in rows]),
+             caption="left: the original; right: 8 augmented versions")

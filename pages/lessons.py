@@ -1,0 +1,145 @@
+"""Lessons: one-click factor experiments with their explanation and an honest time estimate; the
+status and "what the runs showed" of started lessons; hyperparameter sweeps with their best trial."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from fercore import jobs
+from fercore.config import EMOTIONS, PRESETS, RunConfig, preset_config
+from fercore.ui import figures, fmt, state, tables
+
+state.require_app(__file__)
+st.title("Lessons")
+st.caption("Each lesson is a few runs that differ in one setting. Start one, watch the curves on the Runs page, "
+           "and read what the runs showed here when they are done.")
+store = state.get_store()
+datasets = [d["name"] for d in store.list_datasets()]
+
+
+def start_worker() -> str:
+    if state.autostart_worker() and jobs.ensure_worker(store):
+        return " A worker was started to train them."
+    return ""
+
+
+# --- options shared by every lesson ---------------------------------------------------------------------
+a, b, c, d = st.columns([2, 1, 2, 3])
+data = a.selectbox("Dataset", list(dict.fromkeys(datasets + ["synthetic"])), key="lesson_data",
+                   help="Full FER2013 on a GPU shows the effects clearly; a fraction or the synthetic set suits a CPU.")
+epochs = b.number_input("Epochs", 0, 500, 0, help="0 keeps each lesson's own number of epochs.", key="lesson_epochs")
+fraction = c.select_slider("Share of the training images", [0.05, 0.1, 0.25, 0.5, 1.0], value=1.0,
+                           key="lesson_fraction", help="A fraction trains much faster, with noisier results.")
+info = store.dataset_info(data)
+class_options = info["classes"] if info else list(EMOTIONS)
+classes = d.multiselect("Classes", class_options, key="lesson_classes", placeholder="all classes")
+gpu = state.training_device().startswith("GPU")
+
+lessons = []
+with state.shown_errors("Listing the lessons"):
+    from fercore.lessons import list_lessons, start_lesson
+    lessons = list_lessons(data=data, epochs=int(epochs) or None, fraction=fraction if fraction < 1 else None,
+                           store=store)
+
+for les in lessons:
+    est = les["estimate"]
+    here = est["seconds_gpu"] if gpu else est["seconds_cpu"]
+    with st.expander(f"**{les['title']}**: {les['factor']} = {' vs '.join(les['values'])} "
+                     f"({len(les['runs'])} runs, about {fmt.duration(here)} here)"):
+        st.markdown(les["explanation"])
+        st.caption(f"Estimated training time for all {len(les['runs'])} runs: {fmt.duration(est['seconds_gpu'])} on "
+                   f"a GPU, {fmt.duration(est['seconds_cpu'])} on a CPU ({est['images']:,} images seen; "
+                   f"{est['basis']}). This machine trains on its {'GPU' if gpu else 'CPU'}.")
+        if st.button("Start this lesson", key=f"start-{les['name']}", type="primary"):
+            with state.shown_errors("Starting the lesson"):
+                runs = start_lesson(store, les["name"], data=data, epochs=int(epochs) or None,
+                                    fraction=fraction if fraction < 1 else None, classes=tuple(classes))
+                st.success(f"Queued {len(runs)} runs: {', '.join(r['name'] for r in runs)}." + start_worker())
+
+
+@st.fragment(run_every=3)
+def started_lessons() -> None:
+    from fercore.lessons import lesson_status
+    groups = list(dict.fromkeys(r["group_name"] for r in store.list_runs() if r.get("group_kind") == "lesson"
+                                and r.get("group_name")))
+    if not groups:
+        return
+    st.subheader("Your lessons")
+    for g in groups[:10]:
+        with state.shown_errors(f"Reading lesson {g}"):
+            s = lesson_status(store, g)
+            runs = s["runs"]
+            ended = sum(r["status"] in ("finished", "failed", "cancelled") for r in runs)
+            with st.container(border=True):
+                st.markdown(f"**{s['title']}** · `{g}` · {ended}/{len(runs)} runs ended")
+                st.progress(ended / max(len(runs), 1))
+                st.caption(" · ".join(f"{r['name']}: {r['status']}" + (
+                    f" ({fmt.pct(r['summary'].get('best_val_acc'))} val)" if r["summary"].get("best_val_acc") else "")
+                    for r in runs))
+                if s["done"] and s["summary"]:
+                    st.markdown(f"**What the runs showed.** {s['summary']}")
+                st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
+                             query_params={"runs": ",".join(str(r["id"]) for r in runs[:8])})
+
+
+started_lessons()
+
+# --- sweeps -----------------------------------------------------------------------------------------------
+st.divider()
+st.header("Sweeps")
+st.caption("Search over settings: a grid, random draws, or Bayesian search (Optuna's TPE), queued as runs.")
+EXAMPLE = '{"lr": {"low": 0.0001, "high": 0.01, "log": true},\n "conv_dropout": [0.0, 0.25, 0.5]}'
+with st.expander("Start a sweep"):
+    a, b, c = st.columns(3)
+    base_name = a.selectbox("Base config", ["(defaults)"] + list(PRESETS), key="sweep_base")
+    method = b.selectbox("Method", ["random", "grid", "bayes"], key="sweep_method")
+    trials = c.number_input("Trials", 1, 200, 8, key="sweep_trials")
+    a, b, c = st.columns(3)
+    sweep_data = a.selectbox("Dataset", list(dict.fromkeys(datasets + ["synthetic"])), key="sweep_data")
+    sweep_epochs = b.number_input("Epochs per trial", 1, 500, 10, key="sweep_epochs")
+    sweep_name = c.text_input("Sweep name (optional)", key="sweep_name", placeholder="e.g. lr-dropout")
+    space_text = st.text_area("Search space (JSON: a list is a set of choices, low/high a range)", EXAMPLE,
+                              key="sweep_space", height=100)
+    if st.button("Queue the sweep", type="primary"):
+        with state.shown_errors("Starting the sweep"):
+            from fercore.sweeps import start_sweep
+            try:
+                space = json.loads(space_text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"The search space is not valid JSON ({e.msg} at line {e.lineno}).") from None
+            base = RunConfig() if base_name == "(defaults)" else preset_config(base_name)
+            base = base.replace(data=sweep_data, epochs=int(sweep_epochs))
+            out = start_sweep(store, base, space, method=method, trials=int(trials), name=sweep_name.strip() or None)
+            st.success(f"Sweep {out['name']}: {len(out['runs'])} run(s) queued." + (f" {out['note']}" if
+                                                                                    out.get("note") else "")
+                       + start_worker())
+
+sweeps = []
+with state.shown_errors("Listing the sweeps"):
+    from fercore.sweeps import best_trial, list_sweeps, sweep_table
+    sweeps = list_sweeps(store)
+if not sweeps:
+    st.caption("No sweeps yet.")
+else:
+    pick = st.selectbox("Sweep", [s["name"] for s in sweeps], key="sweep_pick",
+                        format_func=lambda n: next(f"{n} ({s['method'] or '?'}: {s['finished']}/{s['trials']} finished)"
+                                                   for s in sweeps if s["name"] == n))
+    with state.shown_errors("Showing the sweep"):
+        rows = sweep_table(store, pick)
+        params = list(rows[0]["params"]) if rows else []
+        table = pd.DataFrame([{"trial": r["trial"], "run": r["name"], "status": r["status"], **r["params"],
+                               "best val acc": r["best_val_acc"], "test acc": r["test_acc"]} for r in rows])
+        table = tables.as_points(table.astype({p: str for p in params if table[p].map(type).eq(list).any()}),
+                                 ("best val acc", "test acc"))
+        st.dataframe(table, hide_index=True, column_config=tables.points_columns(("best val acc", "test acc")))
+        if any(r["best_val_acc"] is not None for r in rows):
+            st.plotly_chart(figures.parallel_coordinates(rows, params), key="sweep-parcoords")
+        best = best_trial(store, pick)
+        if best:
+            st.success(f"Best trial so far: {best['name']} with {fmt.pct(best['best_val_acc'])} val accuracy ("
+                       + ", ".join(f"{k} = {v}" for k, v in best["params"].items()) + ").")
+        st.page_link("pages/compare.py", label="Compare the sweep's runs", icon=":material/compare_arrows:",
+                     query_params={"runs": ",".join(str(r["id"]) for r in sorted(
+                         rows, key=lambda r: -(r["best_val_acc"] or 0))[:8])})

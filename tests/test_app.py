@@ -1,0 +1,282 @@
+"""The Streamlit app under AppTest: every page renders with an empty database and with one a class
+would have after a while, and a user's mistakes come back as a sentence, never a traceback."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "streamlit_app.py")
+PAGES = {"pages/classify.py": "What does the model see?", "pages/data.py": "Data", "pages/train.py": "Train a model",
+         "pages/runs.py": "Runs", "pages/compare.py": "Compare runs", "pages/lessons.py": "Lessons"}
+TINY = dict(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,), batch_size=32,
+            epochs=1, lr=3e-3, tta="none")
+
+
+# --- a database like a class's after a while ------------------------------------------------------------
+def make_lab_db(path) -> dict:
+    """One really trained tiny run; two made-up finished runs tested on the same images (curves, gradient
+    norms, evaluations, stored probabilities); a failed run; a running run with progress; a queued lesson.
+    Returns {"store", "trained", "fakes", "running"}."""
+    from fercore.config import RunConfig
+    from fercore.lessons import start_lesson
+    from fercore.runner import execute_run
+    from fercore.store import RunStore
+
+    store = RunStore(str(path))
+    cfg = RunConfig(**TINY, name="tiny")
+    trained = execute_run(store, store.create_run(cfg, status="running")["id"], device="cpu")
+    assert trained["status"] == "finished", trained["error"]
+    ev = store.evaluation(trained["id"], "test", full=True)
+    fakes = [fake_run(store, cfg.replace(name=f"fake-{i}", lr=lr), ev, acc, seed=i)
+             for i, (lr, acc) in enumerate([(1e-2, 0.55), (1e-4, 0.4)])]
+    failed = store.create_run(cfg.replace(name="diverged", lr=50.0), status="running")
+    store.add_epoch(failed["id"], {"epoch": 1, "train_loss": float("nan"), "lr": 50.0})
+    store.set_status(failed["id"], "failed", "The training loss became nan in epoch 1.")
+    running = store.create_run(cfg.replace(name="training-now", epochs=4), status="running")
+    store.add_epoch(running["id"], epoch_record(1, 0.6, 0.35))
+    store.set_progress(running["id"], {"phase": "training", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
+                                       "eta_s": 42.0})
+    start_lesson(store, _first_lesson(), data="synthetic:420", epochs=1)
+    return {"store": store, "trained": trained, "fakes": fakes, "running": running}
+
+
+def _first_lesson() -> str:
+    from fercore.lessons import LESSONS
+    return next(iter(LESSONS))
+
+
+def epoch_record(epoch: int, loss: float, acc: float) -> dict:
+    return {"epoch": epoch, "train_loss": loss, "train_acc": acc + 0.05, "val_loss": loss + 0.1, "val_acc": acc,
+            "lr": 1e-3, "seconds": 1.0, "images_per_s": 300.0,
+            "grad_norms": {"features.0": 0.5 / epoch, "classifier.3": 0.2}, "dead_units": {"features.2": 0.1}}
+
+
+def fake_run(store, cfg, real_ev: dict, acc: float, seed: int) -> dict:
+    """A finished run whose test predictions are right on about `acc` of the real run's test images."""
+    from fercore.metrics import evaluation_record
+    from fercore.runfile import probs_to_file
+    run = store.create_run(cfg, status="running", classes=real_ev["classes"])
+    for e in range(1, 5):
+        store.add_epoch(run["id"], epoch_record(e, 1.8 - 0.2 * e, acc - 0.1 + 0.03 * e))
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(real_ev["targets"])
+    k = len(real_ev["classes"])
+    probs = rng.dirichlet(np.ones(k), size=len(targets)).astype(np.float32)
+    right = rng.random(len(targets)) < acc
+    probs[right, targets[right]] += 2.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    ev = evaluation_record(probs, targets, real_ev["classes"])
+    ev["probs_path"] = probs_to_file(store.run_dir(run["id"]) / "probs_test.npy", probs)
+    store.add_evaluation(run["id"], ev, "test", cfg.data)
+    store.set_status(run["id"], "finished")
+    return store.get_run(run["id"])
+
+
+@pytest.fixture(scope="module")
+def lab_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lab") / "runs.db"
+    info = make_lab_db(path)
+    info["path"] = str(path)
+    return info
+
+
+@pytest.fixture
+def app_env(monkeypatch):
+    """AppTest runs in this process: point it at a test database and keep it from starting workers."""
+    monkeypatch.setenv("FER_AUTOSTART_WORKER", "0")
+
+    def use(db_path: str):
+        monkeypatch.setenv("FER_DB_URL", str(db_path))
+    return use
+
+
+def open_page(page: str, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if page != "pages/classify.py":
+        at.switch_page(page).run()
+    return at
+
+
+def assert_clean(at: AppTest, page: str) -> None:
+    assert not at.exception, f"{page}: {[e.value for e in at.exception]}"
+    assert PAGES[page] in [t.value for t in at.title], f"{page} did not render its title"
+
+
+def face_png(side: int = 256) -> bytes:
+    """A synthetic face (the kind the tiny run learned) enlarged like a photo."""
+    from fercore.data.sources import load_source
+    face = load_source("synthetic:70").images[3]
+    buf = io.BytesIO()
+    Image.fromarray(face).resize((side, side), Image.Resampling.BICUBIC).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+# --- every page, both databases ------------------------------------------------------------------------------
+def test_every_page_renders_with_an_empty_database(app_env, tmp_path):
+    app_env(tmp_path / "empty.db")
+    for page in PAGES:
+        at = open_page(page)
+        assert_clean(at, page)
+    classify = open_page("pages/classify.py")
+    from fercore.runfile import STARTER_FILE
+    if STARTER_FILE.exists():   # the shipped model is registered on first open and preselected
+        picker = classify.multiselect(key="classify_runs")
+        assert len(picker.value) == 1 and picker.options[0].startswith("starter")
+    else:
+        assert any("No trained model" in w.value for w in classify.warning)
+
+
+def test_every_page_renders_with_runs(app_env, lab_db):
+    app_env(lab_db["path"])
+    for page in PAGES:
+        at = open_page(page)
+        assert_clean(at, page)
+    runs = open_page("pages/runs.py")
+    table = runs.dataframe[0].value
+    assert set(table["name"]) >= {"tiny", "fake-0", "fake-1", "diverged", "training-now"}
+    assert "best val acc" in table.columns and "test acc" in table.columns
+    assert any("training-now" in p.text for p in runs.get("progress")), "live progress of the running run"
+    classify = open_page("pages/classify.py")
+    picker = classify.multiselect(key="classify_runs")
+    assert any(o.startswith("tiny") for o in picker.options), "the trained run is offered"
+    assert not any(o.startswith("fake") for o in picker.options), "runs without weights are not"
+    assert len(picker.value) == 1, "one model (the starter, else the newest) is preselected"
+
+
+def test_classify_shows_probabilities_and_an_explanation(app_env, lab_db):
+    app_env(lab_db["path"])
+    at = open_page("pages/classify.py")
+    at.multiselect(key="classify_runs").set_value([lab_db["trained"]["id"]]).run()
+    at.file_uploader(key="classify_upload").upload("face.png", face_png(), "image/png").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2, "a probability chart per face and run, plus the colour bar"
+    assert len(at.image) >= 3, "the boxed photo, the face and its attribution map"
+    for method in ("gradcam", "occlusion"):
+        at.selectbox(key="classify_method").set_value(method).run()
+        assert not at.exception and not at.error, (method, [e.value for e in at.error])
+
+
+def test_classify_says_when_an_upload_is_not_an_image(app_env, lab_db):
+    app_env(lab_db["path"])
+    at = open_page("pages/classify.py")
+    at.file_uploader(key="classify_upload").upload("photo.jpg", b"this is not a jpeg", "image/jpeg").run()
+    assert not at.exception
+    assert at.error and "image" in at.error[0].value.lower()
+
+
+# --- user errors are sentences --------------------------------------------------------------------------------
+def test_import_from_a_path_outside_the_allowed_folders_is_refused(app_env, tmp_path):
+    app_env(tmp_path / "runs.db")
+    at = open_page("pages/data.py")
+    at.text_input(key="data_path").set_value("/etc/passwd").run()
+    at.button[[b.label for b in at.button].index("Import from the path")].click().run()
+    assert not at.exception
+    assert at.error and "outside the folders" in at.error[0].value
+    from fercore.store import RunStore
+    assert RunStore(str(tmp_path / "runs.db")).list_datasets() == []
+
+
+def test_upload_of_a_broken_csv_is_refused_and_a_good_one_imports(app_env, tmp_path):
+    from fercore.data.sources import write_challenge_csv
+    from fercore.store import RunStore
+    app_env(tmp_path / "runs.db")
+    at = open_page("pages/data.py")
+    at.file_uploader(key="data_upload").upload("fer2013.csv", b"emotion,pixels,Usage\n3,1 2 3,Training\n",
+                                               "text/csv").run()
+    at.button[[b.label for b in at.button].index("Import the upload")].click().run()
+    assert not at.exception and at.error, "a wrong pixel count is a sentence"
+    assert RunStore(str(tmp_path / "runs.db")).list_datasets() == []
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "fer2013.csv"
+    write_challenge_csv(rng.integers(0, 255, (28, 48, 48)), np.arange(28) % 7, [0] * 14 + [1] * 7 + [2] * 7, good)
+    at.file_uploader(key="data_upload").set_value(("fer2013.csv", good.read_bytes(), "text/csv")).run()
+    at.button[[b.label for b in at.button].index("Import the upload")].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [d["splits"] for d in RunStore(str(tmp_path / "runs.db")).list_datasets()] == \
+        [{"train": 14, "val": 7, "test": 7}]
+    assert not at.exception, "the dataset views (balance, samples, statistics, augmentation) render"
+    assert at.get("plotly_chart") and at.image
+
+
+def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_path):
+    from fercore.store import RunStore
+    app_env(tmp_path / "runs.db")
+    at = open_page("pages/train.py")
+    at.text_input(key="cfg_filters").set_value("8, x").run()
+    assert not at.exception and at.error and "filters" in at.error[0].value
+    queue = at.button[[b.label for b in at.button].index("Queue this run")]
+    assert queue.disabled
+    at.text_input(key="cfg_filters").set_value("8, 16").run()
+    at.selectbox(key="train_preset").set_value("cpu-starter").run()
+    from fercore.config import preset_config
+    epochs = preset_config("cpu-starter").epochs
+    assert epochs != 20 and at.number_input(key="cfg_epochs").value == epochs, "the preset filled the form"
+    at.button[[b.label for b in at.button].index("Queue this run")].click().run()
+    assert not at.exception and at.success
+    runs = RunStore(str(tmp_path / "runs.db")).list_runs()
+    assert [(r["status"], r["config"]["preset"], r["config"]["epochs"]) for r in runs] == \
+        [("queued", "cpu-starter", epochs)]
+    assert any("per epoch" in m.value for m in at.markdown), "an estimate of the time per epoch"
+
+
+def test_instructor_password_guards_cancel(app_env, lab_db):
+    app_env(lab_db["path"])
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.secrets["instructor_password"] = "owl"
+    at.run()
+    assert at.sidebar.text_input(key="instructor_password_given").label == "Instructor password"
+    at.switch_page("pages/train.py").run()
+    cancel = [b for b in at.button if b.label == "Cancel"]
+    assert cancel and all(b.disabled for b in cancel)
+    # (AppTest drops the sidebar after switch_page, so the password goes straight into the session state)
+    at.session_state["instructor_password_given"] = "wrong"
+    at.run()
+    assert all(b.disabled for b in at.button if b.label == "Cancel")
+    at.session_state["instructor_password_given"] = "owl"
+    at.run()
+    assert not any(b.disabled for b in at.button if b.label == "Cancel")
+
+
+# --- the comparison --------------------------------------------------------------------------------------------
+def test_compare_renders_every_view_of_the_selected_runs(app_env, lab_db):
+    app_env(lab_db["path"])
+    ids = [lab_db["trained"]["id"]] + [r["id"] for r in lab_db["fakes"]]
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    at.session_state["compare_ids"] = ids
+    at.switch_page("pages/compare.py").run()
+    assert at.multiselect(key="compare_pick").value == ids
+    assert "lr" in at.dataframe[1].value.index, "the config diff shows the one setting that differs"
+    for view in ("Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnosis"):
+        at.segmented_control(key="compare_view").set_value(view).run()
+        assert not at.exception and not at.error, (view, [e.value for e in at.exception], [e.value for e in at.error])
+        if view == "Ensemble":
+            assert at.metric and "%" in at.metric[0].value
+    assert at.get("download_button")
+
+
+def test_lessons_page_starts_a_lesson_and_refuses_a_bad_sweep_space(app_env, tmp_path):
+    from fercore.store import RunStore
+    app_env(tmp_path / "runs.db")
+    at = open_page("pages/lessons.py")
+    start = [b for b in at.button if b.label == "Start this lesson"]
+    assert len(start) >= 12, "every lesson has a start button"
+    start[0].click().run()
+    assert not at.exception and at.success
+    assert RunStore(str(tmp_path / "runs.db")).counts()["queued"] >= 2
+    at.text_area(key="sweep_space").set_value("{not json").run()
+    at.button[[b.label for b in at.button].index("Queue the sweep")].click().run()
+    assert not at.exception and at.error and "JSON" in at.error[0].value
