@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -27,6 +28,18 @@ def command(name: str):
 
 class UserError(Exception):
     """A plain-sentence error for the user."""
+
+
+class UsageError(UserError):
+    """A mistyped command line (an unknown flag, a bad choice)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse prints usage and exits on a mistyped command; raising instead lets main() report it like every
+    other error (as {"error": ...} with --json). Subcommand parsers inherit this class."""
+
+    def error(self, message):
+        raise UsageError(f"{message[:1].upper()}{message[1:]} (see `{self.prog} --help`).")
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -230,8 +243,8 @@ def cmd_predict(args, store):
                      (" (no face found: whole image used)" if r["fallback_whole_image"] else ""))
         lines += [f"  face {i + 1} at {f['box']}: {f['top']} ({f['probs'][f['top']]:.0%})"
                   for i, f in enumerate(r["faces"])]
-    if all("error" in r for r in out):
-        raise UserError("; ".join(r["error"] for r in out))
+    if all("error" in r for r in out):   # name each image: its own sentence does not say which one it is about
+        raise UserError(out[0]["error"] if len(out) == 1 else " ".join(f"{r['image']}: {r['error']}" for r in out))
     return out, "\n".join(lines)
 
 
@@ -284,12 +297,12 @@ def cmd_sweep_start(args, store):
 
 # --- argument parsing -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     # SUPPRESS: a flag given before the subcommand is not overwritten by the subcommand's default
     common.add_argument("--db", default=argparse.SUPPRESS,
                         help="SQLAlchemy URL or SQLite path (default: $FER_DB_URL or runs.db)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
-    p = argparse.ArgumentParser(prog="python -m fercore", description="FER Lab engine", parents=[common])
+    p = Parser(prog="python -m fercore", description="FER Lab engine", parents=[common])
     sub = p.add_subparsers(dest="group", required=True)
 
     def group(name, help_):
@@ -375,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return _fail(argparse.Namespace(json="--json" in argv), str(e), 2)
     args.db = getattr(args, "db", None) or os.environ.get("FER_DB_URL") or "runs.db"
     args.json = getattr(args, "json", False)
     name = args.group + (f" {args.action}" if getattr(args, "action", None) else "")
@@ -405,6 +422,8 @@ def _is_user_error(e: Exception) -> bool:
 def _plain(e: Exception) -> str:
     if _is_user_error(e):
         return str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "The disk is full; free some space and try again (nothing was saved)."
     return f"Unexpected error ({type(e).__name__}: {e}). Set FER_DEBUG=1 to see the details."
 
 

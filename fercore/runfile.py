@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import ConfigError, RunConfig
-from .models import build_model
 
 FORMAT = "fercore-run/1"
 STARTER_FILE = Path(__file__).resolve().parent.parent / "models" / "starter.fer.pt"
@@ -46,8 +47,11 @@ def read_run_file(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"No run file at {path}.")
+    refuse_zip_bomb(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about odd pickles on stderr; our sentence says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # torch's UnpicklingError for code, or a zip/format error for junk
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickling" in type(e).__name__:
             raise RunFileError(f"{path.name} contains Python objects other than weights, which FER Lab refuses "
@@ -68,9 +72,24 @@ def read_run_file(path: Path) -> dict:
             "state_dict": state, "record": record}
 
 
+def refuse_zip_bomb(path: Path) -> None:
+    """torch.save stores a file's entries uncompressed, so a run file never expands much beyond its own size;
+    torch.load would inflate deflated ones, so a crafted 200 kB file could fill gigabytes of memory."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            expanded = sum(member.file_size for member in zf.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return   # not a zip at all: torch.load says it is not a run file
+    size = path.stat().st_size
+    if expanded > 2 * size + 1024 ** 2:
+        raise RunFileError(f"{path.name} would expand to {expanded / 1e6:,.0f} MB from {size / 1e6:,.1f} MB; "
+                           "FER Lab refuses it as a possible zip bomb (run files are not compressed).")
+
+
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network of a run file and load its weights (no pretrained download needed)."""
     content = read_run_file(path)
+    from .models import build_model   # here, not at the top: torchvision costs seconds `data list` need not pay
     model = build_model(content["config"], len(content["classes"]), pretrained=False)
     state = {k: v.float() if v.is_floating_point() else v for k, v in content["state_dict"].items()}
     try:
@@ -99,23 +118,32 @@ def export_run(store, run, out_path: Path) -> Path:
 
 
 def import_run(store, path: Path, name: str | None = None) -> dict:
-    content = read_run_file(Path(path))
+    """Add a shared run to the store. All or nothing: a file that fails anywhere (weights that do not fit,
+    a damaged record) leaves no run behind, neither a half one nor one stuck in `running`."""
+    model, content = load_model(Path(path))   # the weights are checked before the store is touched
     rec, config = content["record"], content["config"]
     name = name or rec.get("name") or Path(path).stem
     config = config.replace(name=name)
     run = store.create_run(config, status="running", classes=content["classes"])
     rid = run["id"]
-    ckpt = store.run_dir(rid) / "checkpoint.pt"
-    model, _ = load_model(Path(path))
-    save_checkpoint(ckpt, model, config, content["classes"], content["mean"], content["std"], rec)
-    for e in rec.get("epochs", []):
-        store.add_epoch(rid, e)
-    for split, ev in (rec.get("evaluations") or {}).items():
-        store.add_evaluation(rid, ev, split=split, dataset=ev.get("dataset"))
-    store.update_run(rid, checkpoint=str(ckpt), device=rec.get("device"), n_params=rec.get("n_params"),
-                     dataset=rec.get("dataset") or config.data, dataset_fingerprint=rec.get("dataset_fingerprint"),
-                     progress={"imported_from": str(Path(path).name)})
-    store.set_status(rid, "finished")
+    try:
+        ckpt = store.run_dir(rid) / "checkpoint.pt"
+        save_checkpoint(ckpt, model, config, content["classes"], content["mean"], content["std"], rec)
+        for e in rec.get("epochs", []):
+            store.add_epoch(rid, e)
+        for split, ev in (rec.get("evaluations") or {}).items():
+            store.add_evaluation(rid, ev, split=split, dataset=ev.get("dataset"))
+        store.update_run(rid, checkpoint=str(ckpt), device=rec.get("device"), n_params=rec.get("n_params"),
+                         dataset=rec.get("dataset") or config.data,
+                         dataset_fingerprint=rec.get("dataset_fingerprint"),
+                         progress={"imported_from": str(Path(path).name)})
+        store.set_status(rid, "finished")
+    except Exception as e:
+        store.delete_run(rid)
+        if isinstance(e, OSError):
+            raise   # a full disk or a permission problem is not the file's fault; the caller says what it is
+        raise RunFileError(f"{Path(path).name} is damaged: its recorded epochs or evaluations are invalid.") \
+            from None
     return store.get_run(rid)
 
 

@@ -10,12 +10,13 @@ import functools
 import os
 import shutil
 import socket
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import RunConfig
@@ -84,8 +85,19 @@ class RunStore:
         self._migrate()
 
     # --- schema: created and upgraded in place ---------------------------------------------------
-    @retry_locked
     def _migrate(self) -> None:
+        """Several processes often open a new or older database at the same moment (the app's sessions and
+        its workers); the one that loses the race to create a table or column finds it made on its next try."""
+        for attempt in range(6):
+            try:
+                return self._migrate_once()
+            except (OperationalError, IntegrityError, ProgrammingError) as e:
+                if attempt == 5 or not _lost_schema_race(e):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    @retry_locked
+    def _migrate_once(self) -> None:
         Base.metadata.create_all(self.engine)
         insp = inspect(self.engine)
         with self.engine.begin() as conn:
@@ -95,6 +107,8 @@ class RunStore:
                     if col.name not in have:   # a column added since this DB was made
                         ddl = col.type.compile(self.engine.dialect)
                         conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}'))
+                for index in table.indexes:   # create_all skips the indexes of a table that already existed
+                    index.create(conn, checkfirst=True)
             row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
             if row is None:
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -120,21 +134,32 @@ class RunStore:
         fp = ds.fingerprint()
         path = folder / f"{fp}.npz"
         if not path.exists():
-            tmp = folder / f".{fp}.{os.getpid()}.tmp.npz"
-            ds.save(tmp)
-            os.replace(tmp, path)   # atomic: a failed import leaves no half file behind
-        with self._session.begin() as s:
-            row = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
-            if row is None:
-                row = DatasetRow(name=name, created_at=now())
-                s.add(row)
-            elif not replace:
-                raise ValueError(f"A dataset named {name!r} already exists.")
-            row.source, row.fingerprint, row.classes = ds.source, fp, list(ds.classes)
-            row.splits, row.class_counts = ds.split_counts(), ds.class_counts()
-            row.image_size, row.path, row.synthetic, row.notes = ds.image_size, str(path), ds.synthetic, ds.notes
-            s.flush()
-            return self._dataset_dict(row)
+            # a temporary name of its own: two sessions of the app (threads of one process) may import at once
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{fp}.", suffix=".tmp.npz")
+            os.close(fd)
+            try:
+                ds.save(tmp)
+                os.replace(tmp, path)   # atomic: a failed import leaves no half file behind ...
+            finally:
+                Path(tmp).unlink(missing_ok=True)   # ... and a full disk mid-save leaves no temporary one either
+        for attempt in range(2):
+            try:
+                with self._session.begin() as s:
+                    row = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+                    if row is None:
+                        row = DatasetRow(name=name, created_at=now())
+                        s.add(row)
+                    elif not replace:
+                        raise ValueError(f"A dataset named {name!r} already exists.")
+                    row.source, row.fingerprint, row.classes = ds.source, fp, list(ds.classes)
+                    row.splits, row.class_counts = ds.split_counts(), ds.class_counts()
+                    row.image_size, row.path = ds.image_size, str(path)
+                    row.synthetic, row.notes = ds.synthetic, ds.notes
+                    s.flush()
+                    return self._dataset_dict(row)
+            except IntegrityError:   # another process added this name a moment ago: update its row instead
+                if attempt:
+                    raise
 
     def list_datasets(self) -> list[dict]:
         with self._session() as s:
@@ -420,6 +445,12 @@ class RunStore:
         if full:
             d.update(predictions=e.predictions, targets=e.targets, probs_path=e.probs_path)
         return d
+
+
+def _lost_schema_race(e: Exception) -> bool:
+    """Another process created the same table, column or schema-version row a moment earlier."""
+    text = str(e).lower()
+    return any(s in text for s in ("already exists", "duplicate column", "unique constraint", "duplicate key"))
 
 
 def _iso(t: datetime | None) -> str | None:
