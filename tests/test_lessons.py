@@ -149,7 +149,7 @@ def test_class_weights_summary_reads_disgust_recall(store):
 
 
 def test_estimate_cost_table_matches_torchvision_metadata():
-    from fercore.lessons import IMAGENET_GMACS
+    from fercore.estimate import IMAGENET_GMACS
     from fercore.models.backbones import BACKBONES
     assert IMAGENET_GMACS == {name: b.weights.meta["_ops"] for name, b in BACKBONES.items()}
 

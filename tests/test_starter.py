@@ -1,0 +1,39 @@
+"""The shipped starter model: registered in any new database, loadable, and as good as its model card says."""
+import pytest
+
+from conftest import needs_shared
+from fercore.inference import evaluate_run, load_predictor
+from fercore.runfile import STARTER_FILE, ensure_starter, read_run_file
+from fercore.store import RunStore
+
+
+def test_starter_is_registered_once_in_a_new_database(db):
+    assert STARTER_FILE.exists(), "models/starter.fer.pt must ship with the repository"
+    assert STARTER_FILE.stat().st_size < 20e6
+    store = RunStore(db)
+    run = ensure_starter(store)
+    assert run["name"] == "starter" and run["status"] == "finished"
+    assert ensure_starter(store) is None and len(store.list_runs()) == 1
+    full = store.get_run("starter", epochs=True)
+    assert full["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert len(full["epochs"]) == full["config"]["epochs"]
+    assert store.evaluation("starter", "val")["accuracy"] > 0.5
+    content = read_run_file(STARTER_FILE)
+    assert content["record"]["dataset_fingerprint"], "the model card's dataset is identified"
+    assert load_predictor(store, "starter").probs(content_faces(4)).shape == (4, 7)
+
+
+def content_faces(n):
+    import numpy as np
+    return (np.random.default_rng(0).random((n, 48, 48)) * 255).astype(np.uint8)
+
+
+def test_starter_on_real_fer2013_public_test_rows(db):
+    """The shared sample's PublicTest rows are val images: the starter must match its recorded val accuracy."""
+    csv = needs_shared("fer2013-sample.csv")
+    store = RunStore(db)
+    ensure_starter(store)
+    ev = evaluate_run(store, "starter", str(csv), split="val")
+    assert ev["n"] > 100
+    recorded = store.evaluation("starter", "val")["accuracy"]
+    assert ev["accuracy"] == pytest.approx(recorded, abs=0.1)   # a class-balanced sample, so only roughly
