@@ -47,7 +47,6 @@ def detect_faces(img: Image.Image, max_side: int = 640) -> list[Box]:
     detector = _detector()
     if detector is None:
         return []
-    import cv2
 
     longest = max(img.size)
     scale = min(1.0, max_side / longest) if longest > MIN_DETECT_SIDE else MIN_DETECT_SIDE / longest

@@ -114,7 +114,7 @@ def _similar(a: dict, b: RunConfig) -> bool:
 def epoch_estimate(store, config: RunConfig, on_gpu: bool) -> tuple[float | None, str]:
     """Seconds per epoch: measured throughput of similar finished runs on this kind of device if there are
     any, else the lessons' rough cost model. Returns (seconds, where the number comes from)."""
-    from ..lessons import estimate_runs, train_images
+    from ..estimate import estimate_runs, train_images
     n, basis = train_images(config, store)
     kind = "cuda" if on_gpu else "cpu"
     similar = [r for r in store.list_runs(status="finished", limit=200)
