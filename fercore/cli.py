@@ -268,19 +268,27 @@ def cmd_bench(args, store):
 @command("lesson list")
 def cmd_lesson_list(args, store):
     from .lessons import list_lessons
+    from .ui.fmt import duration
     lessons = list_lessons(data=args.data, epochs=args.epochs, fraction=args.fraction, store=store)
-    return lessons, "\n".join(f"{l['name']:<22} {l['title']}" for l in lessons)
+    rows = [f"{l['name']:<16} {len(l['runs'])} runs  ~{duration(l['estimate']['seconds_cpu']):>13} CPU  "
+            f"~{duration(l['estimate']['seconds_gpu']):>13} GPU  {l['title']}" for l in lessons]
+    return lessons, "\n".join(rows + ["(times: a rough cost model for the data and epochs chosen; "
+                                       "--data, --fraction and --epochs change them)"])
 
 
 @command("lesson start")
 def cmd_lesson_start(args, store):
     from .lessons import start_lesson
+    from .estimate import estimate_runs
+    from .ui.fmt import duration
     runs = start_lesson(store, args.name, data=args.data, epochs=args.epochs, fraction=args.fraction)
+    est = estimate_runs([RunConfig.from_dict(r["config"]) for r in runs], store)
     if not args.no_worker:
         from .jobs import ensure_worker
         ensure_worker(store)
     return ([{"id": r["id"], "name": r["name"], "status": r["status"]} for r in runs],
-            f"Queued {len(runs)} runs of lesson {args.name}.")
+            f"Queued {len(runs)} runs of lesson {args.name}: about {duration(est['seconds_cpu'])} on a CPU, "
+            f"{duration(est['seconds_gpu'])} on a GPU (a rough estimate).")
 
 
 @command("sweep start")
@@ -405,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FER_DEBUG"):
             raise
         return _fail(args, _plain(e), 2 if _is_user_error(e) else 1)
-    if args.json:
-        print(json.dumps(out, default=str))
-    else:
-        print(text)
+    try:
+        print(json.dumps(out, default=str) if args.json else text, flush=True)
+    except BrokenPipeError:   # `... | head`: the reader has gone, which is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
