@@ -58,7 +58,8 @@ def sidebar() -> None:
 nav = st.navigation(PAGES)
 wanted = state.app_ran()
 if wanted:
-    st.switch_page(wanted)
+    page, query = wanted
+    st.switch_page(page, query_params=query or None)
 try:
     state.get_store()
 except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable file: say so, do not crash

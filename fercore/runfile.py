@@ -27,11 +27,15 @@ class RunFileError(ValueError):
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, classes: list[str], mean: float,
-                    std: float, record: dict | None = None, half: bool = False) -> None:
+                    std: float, record: dict | None = None, half: bool = False,
+                    probs: dict[str, np.ndarray] | None = None) -> None:
+    """`probs`: an exported run's stored class probabilities per evaluated split, so that an ensemble on
+    another machine can use them."""
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "config": config.to_json(), "classes": list(classes), "mean": float(mean),
-               "std": float(std), "state_dict": state, "record": json.dumps(record or {})}
+               "std": float(std), "state_dict": state, "record": json.dumps(record or {}),
+               "probs": {k: torch.from_numpy(np.asarray(v, dtype=np.float16)) for k, v in (probs or {}).items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -65,11 +69,15 @@ def read_run_file(path: Path) -> dict:
         classes = [str(c) for c in payload["classes"]]
         state = payload["state_dict"]
         assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+        probs = payload.get("probs") or {}
+        assert isinstance(probs, dict) and all(k in ("val", "test") and isinstance(v, torch.Tensor) and v.ndim == 2
+                                               and v.shape[1] == len(classes) for k, v in probs.items())
     except (KeyError, ValueError, AssertionError, ConfigError, TypeError):
         raise RunFileError(f"{path.name} is damaged: its config, classes or weights are missing or invalid.") \
             from None
     return {"config": config, "classes": classes, "mean": float(payload["mean"]), "std": float(payload["std"]),
-            "state_dict": state, "record": record}
+            "state_dict": state, "record": record,
+            "probs": {k: v.float().numpy() for k, v in probs.items()}}
 
 
 def refuse_zip_bomb(path: Path) -> None:
@@ -110,10 +118,15 @@ def export_run(store, run, out_path: Path) -> Path:
     record = {k: info[k] for k in ("name", "status", "dataset", "dataset_fingerprint", "classes", "created_at",
                                    "started_at", "finished_at", "device", "n_params", "summary")}
     record["epochs"] = info["epochs"]
+    probs = {}
+    for split, ev in evals.items():   # the file carries the probabilities, not a path of this machine
+        path = Path(ev.pop("probs_path", None) or "") if ev else None
+        if path and path.is_file():
+            probs[split] = np.load(path, allow_pickle=False)
     record["evaluations"] = {s: e for s, e in evals.items() if e}
     model, _ = load_model(Path(info["checkpoint"]))
     save_checkpoint(Path(out_path), model, content["config"], content["classes"], content["mean"],
-                    content["std"], record)
+                    content["std"], record, probs=probs)
     return Path(out_path)
 
 
@@ -132,12 +145,18 @@ def import_run(store, path: Path, name: str | None = None) -> dict:
         for e in rec.get("epochs", []):
             store.add_epoch(rid, e)
         for split, ev in (rec.get("evaluations") or {}).items():
+            ev = {k: v for k, v in ev.items() if k != "probs_path"}   # older files: another machine's path
+            if split in content["probs"] and len(content["probs"][split]) == len(ev.get("targets") or []):
+                ev["probs_path"] = probs_to_file(store.run_dir(rid) / f"probs_{split}.npy", content["probs"][split])
             store.add_evaluation(rid, ev, split=split, dataset=ev.get("dataset"))
         store.update_run(rid, checkpoint=str(ckpt), device=rec.get("device"), n_params=rec.get("n_params"),
                          dataset=rec.get("dataset") or config.data,
                          dataset_fingerprint=rec.get("dataset_fingerprint"),
                          progress={"imported_from": str(Path(path).name)})
         store.set_status(rid, "finished")
+        times = _recorded_times(rec)
+        if times:   # its training time, not the moment of the import
+            store.update_run(rid, **times)
     except Exception as e:
         store.delete_run(rid)
         if isinstance(e, OSError):
@@ -145,6 +164,16 @@ def import_run(store, path: Path, name: str | None = None) -> dict:
         raise RunFileError(f"{Path(path).name} is damaged: its recorded epochs or evaluations are invalid.") \
             from None
     return store.get_run(rid)
+
+
+def _recorded_times(rec: dict) -> dict:
+    """started_at / finished_at of an exported run's record, where both are readable timestamps."""
+    from datetime import datetime
+    try:
+        times = {k: datetime.fromisoformat(rec[k]) for k in ("started_at", "finished_at")}
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return times if times["started_at"] <= times["finished_at"] else {}
 
 
 def ensure_starter(store) -> dict | None:

@@ -30,8 +30,7 @@ with right:
         st.session_state["classify_runs"] = st.session_state.get("_classify_runs") or starter or [finished[0]["id"]]
     st.session_state["classify_runs"] = [i for i in st.session_state["classify_runs"] if i in by_id][:4]
     chosen = st.multiselect("Models (saved runs)", list(by_id), key="classify_runs", max_selections=4,
-                            format_func=lambda i: f"{by_id[i]['name']} · test "
-                                                  f"{fmt.pct((by_id[i].get('test') or {}).get('accuracy'))}",
+                            format_func=lambda i: f"{by_id[i]['name']} · {fmt.accuracy_label(by_id[i])}",
                             help="Pick several to see them side by side. 'starter' is the model shipped with the lab.")
     st.session_state["_classify_runs"] = chosen
     from fercore.explain import METHODS

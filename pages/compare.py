@@ -41,7 +41,6 @@ if len(ids) == 1:
     st.caption("One run picked: its own views are shown; pick another to compare.")
 
 runs = [store.get_run(i, epochs=True) for i in ids]
-evals = {r["id"]: store.evaluation(r["id"], "test", full=True) for r in runs}
 labels = {r["id"]: f"{r['id']} · {r['name']}" for r in runs}
 
 st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "device", "group"]),
@@ -71,12 +70,20 @@ else:
 # --- detail views ------------------------------------------------------------------------------------------
 VIEWS = ["Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnosis"]
 view = st.segmented_control("Detail", VIEWS, default="Confusion", key="compare_view") or "Confusion"
+# Runs trained on data without a test split (the shared FER2013 folder has train and PublicTest only) were
+# evaluated on val alone: offer val then, and say which split every number comes from.
+has_test = any(store.evaluation(r["id"], "test") for r in runs)
+split = st.radio("Evaluated on", ["test", "val"], index=0 if has_test else 1, horizontal=True,
+                 key="compare_split", help="test: each run's held-out test split, evaluated once with its best "
+                                           "checkpoint. val: the split checkpoints were chosen on (optimistic).")
+evals = {r["id"]: store.evaluation(r["id"], split, full=True) for r in runs}
 tested = [r for r in runs if evals.get(r["id"])]
+NONE_EVALUATED = f"None of these runs has a {split} evaluation yet."
 
 
 def confusion_view() -> None:
     if not tested:
-        st.info("None of these runs has a test evaluation yet.")
+        st.info(NONE_EVALUATED)
         return
     normal = st.radio("Show", ["row-normalised", "counts"], horizontal=True) == "row-normalised"
     cols = st.columns(2)
@@ -97,9 +104,9 @@ def confusion_view() -> None:
 
 
 def per_class_view() -> None:
-    frame = tables.per_class_frame(tested)
+    frame = tables.per_class_frame(tested, evals)
     if frame.empty:
-        st.info("None of these runs has a test evaluation yet.")
+        st.info(NONE_EVALUATED)
         return
     metric = st.radio("Metric", ["f1", "precision", "recall"], horizontal=True)
     st.plotly_chart(figures.per_class_bars(frame, metric), key="per-class")
@@ -109,7 +116,7 @@ def per_class_view() -> None:
 
 def mistakes_view() -> None:
     if not tested:
-        st.info("None of these runs has a test evaluation yet.")
+        st.info(NONE_EVALUATED)
         return
     rid = st.selectbox("Run", [r["id"] for r in tested], format_func=labels.get, key="mistakes_run")
     run, ev = next(r for r in runs if r["id"] == rid), evals[rid]
@@ -119,13 +126,13 @@ def mistakes_view() -> None:
     true_c = a.selectbox("True class", classes, index=t0, key=f"mt-{rid}")
     pred_c = b.selectbox("Predicted as", classes, index=p0, key=f"mp-{rid}")
     idx = analysis.cell_indices(ev, classes.index(true_c), classes.index(pred_c))
-    st.caption(f"{len(idx)} test image(s) of class {true_c} predicted as {pred_c}.")
+    st.caption(f"{len(idx)} {split} image(s) of class {true_c} predicted as {pred_c}.")
     if not len(idx):
         return
-    with state.shown_errors("Loading the test images"):
-        images, labels_ = state.run_test_images(run)
+    with state.shown_errors(f"Loading the {split} images"):
+        images, labels_ = state.run_split_images(run, split)
         if len(images) != len(ev["targets"]) or not np.array_equal(labels_, np.asarray(ev["targets"])):
-            st.warning("The dataset's test images no longer match this run's stored predictions (the dataset was "
+            st.warning(f"The dataset's {split} images no longer match this run's stored predictions (the dataset was "
                        "re-imported or changed), so its mistakes cannot be shown.")
             return
         shown = idx[:60]
@@ -145,15 +152,15 @@ def gradients_view() -> None:
 
 
 def ensemble_view() -> None:
-    res = analysis.ensemble(runs, evals)
+    res = analysis.ensemble(runs, evals, split)
     if "error" in res:
         st.warning(res["error"])
     else:
         best = max(res["individual"].values())
-        st.metric("Ensemble test accuracy (averaged probabilities)", fmt.pct(res["accuracy"]),
+        st.metric(f"Ensemble {split} accuracy (averaged probabilities)", fmt.pct(res["accuracy"]),
                   delta=f"{(res['accuracy'] - best) * 100:+.1f} points vs the best member")
         st.write(", ".join(f"{labels[i]}: {fmt.pct(a)}" for i, a in res["individual"].items())
-                 + f" on {res['n']} test images.")
+                 + f" on {res['n']} {split} images.")
     for rid, why in res["left_out"].items():
         st.caption(f"{labels[rid]} left out: {why}.")
 

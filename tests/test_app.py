@@ -280,3 +280,27 @@ def test_lessons_page_starts_a_lesson_and_refuses_a_bad_sweep_space(app_env, tmp
     at.text_area(key="sweep_space").set_value("{not json").run()
     at.button[[b.label for b in at.button].index("Queue the sweep")].click().run()
     assert not at.exception and at.error and "JSON" in at.error[0].value
+
+
+def test_compare_falls_back_to_val_for_runs_without_a_test_split(app_env, tmp_path):
+    """The shared FER2013 folder has no test split, so the starter has a val evaluation only: Compare must
+    show its confusion matrix and per-class metrics on val, and say so, rather than nothing."""
+    from fercore.runfile import STARTER_FILE, ensure_starter, import_run
+    from fercore.store import RunStore
+    store = RunStore(str(tmp_path / "runs.db"))
+    ids = [ensure_starter(store)["id"], import_run(store, STARTER_FILE, name="starter-copy")["id"]]
+    app_env(tmp_path / "runs.db")
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    at.session_state["compare_ids"] = ids
+    at.switch_page("pages/compare.py").run()
+    assert at.radio(key="compare_split").value == "val", "no run has a test evaluation: val is chosen"
+    assert not at.exception and not at.info, [i.value for i in at.info]
+    assert len(at.get("plotly_chart")) >= 4, "two learning-curve charts and two confusion matrices"
+    at.segmented_control(key="compare_view").set_value("Per class").run()
+    assert not at.exception and not at.info and at.dataframe
+    at.segmented_control(key="compare_view").set_value("Ensemble").run()
+    assert not at.exception and not at.error
+    assert at.metric and at.metric[0].label.startswith("Ensemble val accuracy"), \
+        "the run file carried the val probabilities, so imported runs form an ensemble"
+    assert all(str(tmp_path) in store.evaluation(i, "val", full=True)["probs_path"] for i in ids)

@@ -86,7 +86,10 @@ def start_app(db: Path, port: int) -> subprocess.Popen:
 
 def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
     sync_playwright, chromium = chromium_or_skip()
-    trained_db(tmp_path / "runs.db")
+    tiny = trained_db(tmp_path / "runs.db")
+    from fercore.runfile import ensure_starter
+    from fercore.store import RunStore
+    starter = ensure_starter(RunStore(str(tmp_path / "runs.db")))
     photo = face_photo(tmp_path / "face.jpg")
     port = free_port()
     server = start_app(tmp_path / "runs.db", port)
@@ -94,10 +97,13 @@ def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--headless"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # A bookmark to a page, opened first on a fresh server, still gets the app's sidebar and navigation.
-            page.goto(f"http://127.0.0.1:{port}/runs", timeout=30_000)
+            # A shared link to a comparison, opened first on a fresh server, still gets the app's sidebar and
+            # navigation, and the runs the link names.
+            page.goto(f"http://127.0.0.1:{port}/compare?runs={tiny['id']},{starter['id']}", timeout=30_000)
             page.get_by_text("FER Lab", exact=True).wait_for(timeout=30_000)
             assert "Classify" in page.locator("[data-testid=stSidebarNav]").inner_text()
+            page.get_by_text(f"{starter['id']} · starter (finished)").first.wait_for(timeout=30_000)
+            page.get_by_text("Learning curves").wait_for(timeout=30_000)
             page.goto(f"http://127.0.0.1:{port}/", timeout=30_000)
             page.get_by_text("What does the model see?").wait_for(timeout=30_000)
             page.locator("input[type=file]").first.set_input_files(str(photo))

@@ -17,6 +17,7 @@ def test_starter_is_registered_once_in_a_new_database(db):
     full = store.get_run("starter", epochs=True)
     assert full["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert len(full["epochs"]) == full["config"]["epochs"]
+    assert full["duration_s"] > 600 and full["device"] == "cpu", "its training time, not the import's"
     assert store.evaluation("starter", "val")["accuracy"] > 0.58, "the model card says 60.1 % on PublicTest"
     content = read_run_file(STARTER_FILE)
     assert content["record"]["dataset_fingerprint"], "the model card's dataset is identified"

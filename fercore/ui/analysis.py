@@ -11,7 +11,7 @@ import numpy as np
 
 
 def load_probs(ev: dict | None) -> np.ndarray | None:
-    """The stored test probabilities (float16 .npy, rows in the test split's order), or None if missing."""
+    """The stored probabilities of an evaluation (float16 .npy, rows in the split's order), or None if missing."""
     path = (ev or {}).get("probs_path")
     if not path or not Path(path).is_file():
         return None
@@ -29,8 +29,8 @@ def test_set_key(run: dict) -> tuple:
     return (run.get("dataset") or c.get("data"), tuple(run.get("classes") or ()), c.get("split"), ratios, seed)
 
 
-def ensemble(runs: list[dict], evaluations: dict[int, dict]) -> dict:
-    """Average the test probabilities of the runs that share a test set.
+def ensemble(runs: list[dict], evaluations: dict[int, dict], split: str = "test") -> dict:
+    """Average the `split` probabilities of the runs evaluated on the same images.
 
     Returns {"members": [run ids], "accuracy", "individual": {id: acc}, "n", "left_out": {id: reason}}
     or {"error": sentence} when fewer than two runs can be combined."""
@@ -39,9 +39,9 @@ def ensemble(runs: list[dict], evaluations: dict[int, dict]) -> dict:
         ev = evaluations.get(r["id"])
         probs = load_probs(ev)
         if ev is None:
-            left_out[r["id"]] = "no test evaluation"
+            left_out[r["id"]] = f"no {split} evaluation"
         elif probs is None:
-            left_out[r["id"]] = "its stored test probabilities are missing (an imported or older run)"
+            left_out[r["id"]] = f"its stored {split} probabilities are missing (an imported or older run)"
         elif len(probs) != len(ev.get("targets") or []):
             left_out[r["id"]] = "its probabilities do not match its predictions"
         else:
@@ -50,19 +50,19 @@ def ensemble(runs: list[dict], evaluations: dict[int, dict]) -> dict:
     for item in usable:
         groups.setdefault(test_set_key(item[0]), []).append(item)
     if not groups:
-        return {"error": "None of the selected runs has stored test probabilities to combine.", "left_out": left_out}
+        return {"error": f"None of the selected runs has stored {split} probabilities to combine.", "left_out": left_out}
     best = max(groups.values(), key=len)
     for key, items in groups.items():
         if items is not best:
             for r, _, _ in items:
-                left_out[r["id"]] = "it was tested on other images (dataset, classes or split differ)"
+                left_out[r["id"]] = "it was evaluated on other images (dataset, classes or split differ)"
     targets = np.asarray(best[0][1]["targets"])
     members = [(r, ev, p) for r, ev, p in best if np.array_equal(np.asarray(ev["targets"]), targets)]
     for r, ev, _ in best:
         if all(r is not m[0] for m in members):
-            left_out[r["id"]] = "its test labels differ from the others'"
+            left_out[r["id"]] = f"its {split} labels differ from the others'"
     if len(members) < 2:
-        return {"error": "An ensemble needs at least two runs tested on the same images (same dataset, classes "
+        return {"error": "An ensemble needs at least two runs evaluated on the same images (same dataset, classes "
                          "and split).", "left_out": left_out}
     avg = np.mean([p for _, _, p in members], axis=0)
     return {"members": [r["id"] for r, _, _ in members], "n": int(len(targets)),

@@ -29,6 +29,15 @@ def run_label(run: dict) -> str:
     return f"{run['id']} · {run['name']} ({run['status']})"
 
 
+def accuracy_label(run: dict) -> str:
+    """'test 61.2 %' when the run was evaluated on test, else its best 'val 60.7 %', else 'not evaluated'."""
+    test = (run.get("test") or {}).get("accuracy")
+    if _finite(test):
+        return f"test {pct(test)}"
+    val = (run.get("summary") or {}).get("best_val_acc")
+    return f"val {pct(val)}" if _finite(val) else "not evaluated"
+
+
 def classes_text(classes) -> str:
     return ", ".join(classes) if classes else "all"
 

@@ -34,13 +34,14 @@ def require_app(page_file: str) -> None:
     Streamlit treats a folder named pages/ as an old-style multipage app until the app script first calls
     st.navigation, so the very first visitor of a fresh server who opens /runs directly gets pages/runs.py
     alone: no sidebar, no navigation, and the old page list for every later visitor too."""
-    if not st.session_state.get(APP_RAN):
-        st.session_state[WANTED_PAGE] = f"pages/{Path(page_file).name}"
+    if not st.session_state.get(APP_RAN):   # keep the link's query (?runs=1,2) for the page asked for
+        st.session_state[WANTED_PAGE] = (f"pages/{Path(page_file).name}", st.query_params.to_dict())
         st.switch_page("streamlit_app.py")
 
 
-def app_ran() -> str | None:
-    """Called by streamlit_app.py after st.navigation: returns the page a redirected visitor asked for."""
+def app_ran() -> tuple[str, dict] | None:
+    """Called by streamlit_app.py after st.navigation: the page a redirected visitor asked for, and the
+    query parameters of their link."""
     st.session_state[APP_RAN] = True
     return st.session_state.pop(WANTED_PAGE, None)
 
@@ -120,14 +121,14 @@ def _synthetic(spec: str):
     return load_source(spec)
 
 
-def run_test_images(run: dict):
-    """(images, labels) of a run's test split in the order training used, via prepare_for_run."""
+def run_split_images(run: dict, split: str = "test"):
+    """(images, labels) of a run's `split` in the order training used, via prepare_for_run."""
     from ..config import RunConfig
     from ..data.dataset import prepare_for_run
     cfg = RunConfig.from_dict(run["config"])
     ds = get_dataset(run["dataset"] or cfg.data)
     ds = prepare_for_run(ds, cfg.classes, cfg.split, cfg.split_ratios, cfg.split_seed, cfg.data_fraction, cfg.seed)
-    return ds.arrays("test")
+    return ds.arrays(split)
 
 
 def autostart_worker() -> bool:

@@ -71,11 +71,13 @@ def config_diff_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.Index(keys, name="setting"))
 
 
-def per_class_frame(runs: list[dict]) -> pd.DataFrame:
-    """Long format: run, class, precision, recall, f1, support (from each run's test evaluation)."""
+def per_class_frame(runs: list[dict], evaluations: dict[int, dict] | None = None) -> pd.DataFrame:
+    """Long format: run, class, precision, recall, f1, support (from `evaluations[run id]`, by default each
+    run's test evaluation)."""
     rows = []
     for r in runs:
-        for cls, m in ((r.get("test") or {}).get("per_class") or {}).items():
+        ev = evaluations.get(r["id"]) if evaluations is not None else r.get("test")
+        for cls, m in ((ev or {}).get("per_class") or {}).items():
             rows.append({"run": f"{r['id']} · {r['name']}", "class": cls, **{k: m.get(k) for k in
                                                                             ("precision", "recall", "f1", "support")}})
     return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
