@@ -12,7 +12,8 @@ state.require_app(__file__)
 st.title("Train a model")
 store = state.get_store()
 datasets_info = store.list_datasets()
-NO_PRESET = "(defaults)"
+NO_PRESET = "(none: the plain settings)"
+DEFAULT_PRESET = "default"   # the lab's from-scratch recipe is what a new run starts from
 
 
 def apply_preset() -> None:
@@ -20,8 +21,13 @@ def apply_preset() -> None:
     form.load_config(RunConfig() if name == NO_PRESET else preset_config(name))
 
 
+if "train_preset" not in st.session_state:   # first visit, or back from another page (widget state is dropped)
+    st.session_state["train_preset"] = st.session_state.get("_train_preset", DEFAULT_PRESET)
+if form.STATE not in st.session_state:
+    form.load_config(preset_config(DEFAULT_PRESET))
 preset = st.selectbox("Start from a preset", [NO_PRESET] + list(PRESETS), key="train_preset", on_change=apply_preset,
                       help="Set-ups from published student reports on FER2013, and the lab's own recipes.")
+st.session_state["_train_preset"] = preset
 if preset != NO_PRESET:
     st.caption(PRESETS[preset]["describe"])
 if not datasets_info:

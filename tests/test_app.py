@@ -215,6 +215,9 @@ def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_p
     from fercore.store import RunStore
     app_env(tmp_path / "runs.db")
     at = open_page("pages/train.py")
+    from fercore.config import preset_config
+    assert at.selectbox(key="train_preset").value == "default", "the Train page opens with the default recipe"
+    assert at.number_input(key="cfg_lr").value == preset_config("default").lr
     at.text_input(key="cfg_filters").set_value("8, x").run()
     assert not at.exception and at.error and "filters" in at.error[0].value
     queue = at.button[[b.label for b in at.button].index("Queue this run")]
