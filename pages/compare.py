@@ -72,7 +72,7 @@ VIEWS = ["Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnos
 view = st.segmented_control("Detail", VIEWS, default="Confusion", key="compare_view") or "Confusion"
 # Runs trained on data without a test split (the shared FER2013 folder has train and PublicTest only) were
 # evaluated on val alone: offer val then, and say which split every number comes from.
-has_test = any(store.evaluation(r["id"], "test") for r in runs)
+has_test = any(r["test"] for r in runs)   # get_run carries each run's test evaluation summary
 split = st.radio("Evaluated on", ["test", "val"], index=0 if has_test else 1, horizontal=True,
                  key="compare_split", help="test: each run's held-out test split, evaluated once with its best "
                                            "checkpoint. val: the split checkpoints were chosen on (optimistic).")

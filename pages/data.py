@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fercore.config import PRESETS, RunConfig, preset_config
-from fercore.ui import analysis, figures, state, tables
+from fercore.ui import analysis, figures, form, state, tables
 
 state.require_app(__file__)
 st.title("Data")
@@ -126,9 +125,8 @@ st.image(analysis.mosaic(means, columns=len(ds.classes), scale=2),
 # --- augmentation preview -----------------------------------------------------------------------------------
 st.subheader("Augmentation preview")
 st.caption("What training would feed the network: each row is one real image, then random augmentations of it.")
-NO_PRESET = "(defaults)"
-p = st.selectbox("Augmentations of", [NO_PRESET] + list(PRESETS), key="aug_preset")
-base = RunConfig() if p == NO_PRESET else preset_config(p)
+p = st.selectbox("Augmentations of", form.PRESET_CHOICES, key="aug_preset")
+base = form.preset_or_plain(p)
 knobs = {"hflip": (0.0, 1.0, 0.05), "rotation": (0.0, 90.0, 1.0), "shift": (0.0, 0.5, 0.01), "zoom": (0.0, 0.5, 0.01),
          "blur": (0.0, 1.0, 0.05), "erasing": (0.0, 1.0, 0.05)}
 cols = st.columns(len(knobs))

@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from fercore import jobs
-from fercore.config import EMOTIONS, PRESETS, RunConfig, preset_config
-from fercore.ui import figures, fmt, state, tables
+from fercore.config import EMOTIONS
+from fercore.ui import figures, fmt, form, state, tables
 
 state.require_app(__file__)
 st.title("Lessons")
@@ -93,7 +93,7 @@ st.caption("Search over settings: a grid, random draws, or Bayesian search (Optu
 EXAMPLE = '{"lr": {"low": 0.0001, "high": 0.01, "log": true},\n "conv_dropout": [0.0, 0.25, 0.5]}'
 with st.expander("Start a sweep"):
     a, b, c = st.columns(3)
-    base_name = a.selectbox("Base config", ["(defaults)"] + list(PRESETS), key="sweep_base")
+    base_name = a.selectbox("Base config", form.PRESET_CHOICES, key="sweep_base")
     method = b.selectbox("Method", ["random", "grid", "bayes"], key="sweep_method")
     trials = c.number_input("Trials", 1, 200, 8, key="sweep_trials")
     a, b, c = st.columns(3)
@@ -109,7 +109,7 @@ with st.expander("Start a sweep"):
                 space = json.loads(space_text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"The search space is not valid JSON ({e.msg} at line {e.lineno}).") from None
-            base = RunConfig() if base_name == "(defaults)" else preset_config(base_name)
+            base = form.preset_or_plain(base_name)
             base = base.replace(data=sweep_data, epochs=int(sweep_epochs))
             out = start_sweep(store, base, space, method=method, trials=int(trials), name=sweep_name.strip() or None)
             st.success(f"Sweep {out['name']}: {len(out['runs'])} run(s) queued." + (f" {out['note']}" if

@@ -5,30 +5,29 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore import jobs
-from fercore.config import PRESETS, RunConfig, preset_config
+from fercore.config import PRESETS, preset_config
 from fercore.ui import fmt, form, state
 
 state.require_app(__file__)
 st.title("Train a model")
 store = state.get_store()
 datasets_info = store.list_datasets()
-NO_PRESET = "(none: the plain settings)"
 DEFAULT_PRESET = "default"   # the lab's from-scratch recipe is what a new run starts from
 
 
 def apply_preset() -> None:
     name = st.session_state["train_preset"]
-    form.load_config(RunConfig() if name == NO_PRESET else preset_config(name))
+    form.load_config(form.preset_or_plain(name))
 
 
 if "train_preset" not in st.session_state:   # first visit, or back from another page (widget state is dropped)
     st.session_state["train_preset"] = st.session_state.get("_train_preset", DEFAULT_PRESET)
 if form.STATE not in st.session_state:
     form.load_config(preset_config(DEFAULT_PRESET))
-preset = st.selectbox("Start from a preset", [NO_PRESET] + list(PRESETS), key="train_preset", on_change=apply_preset,
+preset = st.selectbox("Start from a preset", form.PRESET_CHOICES, key="train_preset", on_change=apply_preset,
                       help="Set-ups from published student reports on FER2013, and the lab's own recipes.")
 st.session_state["_train_preset"] = preset
-if preset != NO_PRESET:
+if preset != form.NO_PRESET:
     st.caption(PRESETS[preset]["describe"])
 if not datasets_info:
     st.caption("No dataset imported yet: runs can use the built-in synthetic faces, or import FER2013 on the "
@@ -38,7 +37,7 @@ values = form.config_form([d["name"] for d in datasets_info], form.default_class
 
 config, problem = None, None
 try:
-    config = form.to_config(values, "" if preset == NO_PRESET else preset)
+    config = form.to_config(values, "" if preset == form.NO_PRESET else preset)
 except ValueError as e:   # ConfigError: a plain sentence about the setting that is wrong
     problem = str(e)
 

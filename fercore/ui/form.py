@@ -11,7 +11,7 @@ import statistics
 
 import streamlit as st
 
-from ..config import EMOTIONS, RunConfig, config_fields
+from ..config import EMOTIONS, PRESETS, RunConfig, config_fields, preset_config
 
 GROUPS = {"data": "Data", "architecture": "Architecture", "transfer": "Transfer (ImageNet nets)",
           "augmentation": "Preprocessing & augmentation", "optimisation": "Optimisation", "run": "Run"}
@@ -19,6 +19,13 @@ HIDDEN = {"preset"}                     # informational: set from the preset pic
 IMAGENET_ONLY = {"transfer", "input_mode"}
 STEPS = {"lr": 1e-4, "weight_decay": 1e-5, "momentum": 0.01, "rotation": 1.0, "grad_clip": 0.5, "mixup": 0.1}
 STATE = "train_form"
+NO_PRESET = "(none: the plain settings)"   # the first choice of every preset picker
+PRESET_CHOICES = [NO_PRESET, *PRESETS]
+
+
+def preset_or_plain(choice: str) -> RunConfig:
+    """The config a preset picker's choice stands for: the preset's, or RunConfig's plain defaults."""
+    return RunConfig() if choice == NO_PRESET else preset_config(choice)
 
 
 def _default(f: dataclasses.Field):
