@@ -24,17 +24,17 @@ PAGES = [
 @st.fragment(run_every=5)
 def worker_panel() -> None:
     """Worker and queue status; reaps runs whose worker died and starts a worker for queued runs."""
-    from fercore import jobs
+    from fercore.jobs import worker
     store = state.get_store()
     with state.shown_errors("Checking the workers"):
-        jobs.reap(store)
+        worker.reap(store)
         if state.autostart_worker():
-            jobs.ensure_worker(store)
-        ws = jobs.worker_status(store)
+            worker.ensure_worker(store)
+        ws = worker.worker_status(store)
         alive = ws["alive"]
         if alive:
             st.markdown(f":green[●] **{len(alive)} worker{'s' if len(alive) > 1 else ''} running** "
-                        f"({', '.join(w['device'] or 'cpu' for w in alive)})")
+                        f"({', '.join(w.device or 'cpu' for w in alive)})")
         else:
             st.markdown(":gray[○] **No worker running**" + (" (one starts when a run is queued)"
                                                            if state.autostart_worker() else

@@ -15,13 +15,14 @@ Evaluation only resizes. Then pixels are normalised by config.normalize.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fercore.config import RunConfig
+from fercore.errors import ConfigError
 
 BatchTransform = Callable[..., torch.Tensor]   # (uint8 (N, H, W), generator=None) -> float (N, 1, S, S)
 
@@ -184,7 +185,7 @@ TTA_VIEWS: dict[str, Callable[[torch.Tensor], list[torch.Tensor]]] = {
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """The views of a normalised batch (N, 1, S, S) whose predictions evaluation averages (config.tta)."""
     if mode not in TTA_VIEWS:
-        raise ValueError(f"Unknown test-time augmentation {mode!r}; use one of {', '.join(TTA_VIEWS)}.")
+        raise ConfigError(f"Unknown test-time augmentation {mode!r}; use one of {', '.join(TTA_VIEWS)}.")
     return TTA_VIEWS[mode](x)
 
 

@@ -15,21 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig
-from .data.dataset import FERDataset
-from .train import device_name, fit, pick_device
+from fercore.config import RunConfig
+from fercore.data.dataset import FERDataset
+from fercore.train import device_name, fit, pick_device
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
 def bench_dataset(data: str | None, quick: bool) -> FERDataset:
     if data:
-        from .data.sources import load_source
+        from fercore.data.sources import load_source
         return load_source(data)
     if (SHARED / "fer2013-trainval-u8.xz").exists() and not quick:
-        from .data.sources import load_trainval_block
+        from fercore.data.sources import load_trainval_block
         return load_trainval_block(SHARED)
-    from .data.synthetic import make_synthetic
+    from fercore.data.synthetic import make_synthetic
     return make_synthetic(n=700 if quick else 7000, seed=0)
 
 
@@ -40,7 +40,7 @@ def textbook_images_per_s(config: RunConfig, ds: FERDataset, device: torch.devic
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from .models import build_model
+    from fercore.models import build_model
 
     x, y = ds.arrays("train")
     mean, std = float(x.mean() / 255), float(x.std() / 255)
@@ -79,7 +79,7 @@ def textbook_images_per_s(config: RunConfig, ds: FERDataset, device: torch.devic
 
 def csv_import_seconds(ds: FERDataset) -> dict:
     """Write a full-size challenge CSV (train + val + val again as PrivateTest) and time its import."""
-    from .data.sources import load_source, write_challenge_csv
+    from fercore.data.sources import load_source, write_challenge_csv
     x_tr, y_tr = ds.arrays("train")
     x_va, y_va = ds.arrays("val")
     images = np.concatenate([x_tr, x_va, x_va])

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import sys
 from pathlib import Path
 
-from .config import PRESETS, ConfigError, RunConfig, config_fields, preset_config
+from fercore import fmt
+from fercore.config import RunConfig, config_field, config_fields
+from fercore.data.dataset import SPLITS
+from fercore.errors import UsageError, UserError, is_user_error, user_message
+from fercore.predict import ATTRIBUTION_METHODS
+from fercore.presets import PRESETS, preset_config
+from fercore.store.entities import RunStatus
+from fercore.teach.sweeps import METHODS as SWEEP_METHODS
 
 COMMANDS: dict[str, callable] = {}
 
@@ -26,12 +32,6 @@ def command(name: str):
     return deco
 
 
-class UserError(Exception):
-    """A plain-sentence error for the user."""
-
-
-class UsageError(UserError):
-    """A mistyped command line (an unknown flag, a bad choice)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,8 +44,8 @@ class Parser(argparse.ArgumentParser):
 
 # --- helpers ----------------------------------------------------------------------------------------
 def open_store(args, starter: bool = True):
-    from .runfile import ensure_starter
-    from .store import RunStore
+    from fercore.jobs.runfile import ensure_starter
+    from fercore.store import RunStore
     store = RunStore(args.db)
     if starter:
         ensure_starter(store)
@@ -79,63 +79,76 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                            and not isinstance(default, int) else None)
 
 
-def run_summary(run: dict) -> dict:
-    """The `runs list` shape: the run without epochs."""
-    return {k: v for k, v in run.items() if k != "epochs"}
-
-
 # --- data -------------------------------------------------------------------------------------------
 @command("data import")
 def cmd_data_import(args, store):
-    from .data.sources import load_source
+    from fercore.data.audit import audit, dedupe, pixel_hashes
+    from fercore.data.sources import load_source
     ds = load_source(args.src)
     name = args.name or ("synthetic" if args.src == "synthetic" else ds.name)
-    info = store.add_dataset(ds, name)
-    out = {"name": info["name"], "source": info["source"], "classes": info["classes"], "splits": info["splits"],
-           "rows": sum(info["splits"].values()), "synthetic": info["synthetic"], "notes": info["notes"],
-           "fingerprint": info["fingerprint"]}
-    text = (f"Imported {out['rows']} images as {name!r}: " +
-            ", ".join(f"{k} {v}" for k, v in info["splits"].items()) + ".")
-    return out, text + "".join(f"\n  note: {n}" for n in info["notes"])
+    hashes = pixel_hashes(ds.images)
+    report = audit(ds, hashes)
+    dropped = []
+    if args.dedupe:
+        ds, dropped = dedupe(ds, hashes)
+    info = store.add_dataset(ds, name, audit={**report, "deduplicated": bool(args.dedupe), "dropped": dropped})
+    out = {**info.to_json(), "rows": sum(info.splits.values())}
+    text = (f"Imported {out['rows']} images as {name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
+            + ".\n  audit: " + audit_sentence(report))
+    if args.dedupe:
+        text += "\n  dedupe: " + ("; ".join(dropped) or "nothing to drop")
+    return out, text + "".join(f"\n  note: {n}" for n in info.notes if n not in dropped)
+
+
+def audit_sentence(report: dict) -> str:
+    within = ", ".join(f"{n} in {s}" for s, n in report["duplicates_within"].items() if n) or "none"
+    across = ", ".join(f"{d['n']} {k.replace('_in_', ' images also in ')} ({d['other_label']} with another label)"
+                       for k, d in report["duplicates_across"].items()) or "none"
+    blank = ", ".join(f"{n} in {s}" for s, n in report["blank"].items() if n) or "none"
+    return f"duplicate copies within a split: {within}; across splits: {across}; blank images: {blank}."
 
 
 @command("data list")
 def cmd_data_list(args, store):
     rows = store.list_datasets()
-    text = "\n".join(f"{d['name']:<24} {sum(d['splits'].values()):>7} images  {','.join(d['classes'])}"
-                     f"{'  (synthetic)' if d['synthetic'] else ''}" for d in rows) or "No datasets yet."
-    return rows, text
+    text = "\n".join(f"{d.name:<24} {sum(d.splits.values()):>7} images  {','.join(d.classes)}"
+                     f"{'  (synthetic)' if d.synthetic else ''}" for d in rows) or "No datasets yet."
+    return [d.to_json() for d in rows], text
 
 
 # --- training -----------------------------------------------------------------------------------------
 @command("train")
 def cmd_train(args, store):
+    from fercore.data import require
     config = config_from_args(args)
+    require(config.data, store)
     if args.queue:
-        run = store.create_run(config, status="queued")
-        from .jobs import ensure_worker
+        run = store.create_run(config, status=RunStatus.QUEUED)
+        from fercore.jobs.worker import ensure_worker
         if not args.no_worker:
             ensure_worker(store)
-        return ({"id": run["id"], "name": run["name"], "status": run["status"]},
-                f"Queued run {run['id']} ({run['name']}); a worker will train it.")
-    from .jobs import heartbeat_while
-    from .runner import execute_run
-    run = store.create_run(config, status="running")
-    with heartbeat_while(store, run["id"]):   # so the app never mistakes a foreground run for a dead one
-        run = execute_run(store, run["id"], device=args.device)
-    out = {"id": run["id"], "name": run["name"], "status": run["status"], "error": run["error"],
-           "test": run["test"] and {k: run["test"][k] for k in ("accuracy", "n")}}
-    text = f"Run {run['id']} ({run['name']}): {run['status']}"
-    if run["test"]:
-        text += f", test accuracy {run['test']['accuracy']:.4f}"
-    if run["error"]:
-        text += f": {run['error']}"
-    return out, text
+        return _brief(run), f"Queued run {run.label}; a worker will train it."
+    from fercore.jobs.execute import execute_run
+    from fercore.jobs.worker import heartbeat_while
+    run = store.create_run(config, status=RunStatus.RUNNING)
+    store.update_run(run.id, attempts=1)   # its first attempt, as a worker's claim counts one (see reap)
+    with heartbeat_while(store, run.id):   # so the app never mistakes a foreground run for a dead one
+        run = execute_run(store, run.id, device=args.device)
+    if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
+        raise UserError(f"Run {run.label} {run.status}: {run.error}")
+    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy,
+           "val": run.val and {"accuracy": run.val.accuracy, "n": run.val.n},
+           "test": run.test and {"accuracy": run.test.accuracy, "n": run.test.n}}
+    return out, f"Run {run.label}: {run.status}, {fmt.accuracy_label(run)}"
+
+
+def _brief(run) -> dict:
+    return {"id": run.id, "name": run.name, "status": str(run.status)}
 
 
 @command("worker")
 def cmd_worker(args, store):
-    from .jobs import run_worker
+    from fercore.jobs.worker import run_worker
     n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
@@ -143,87 +156,93 @@ def cmd_worker(args, store):
 # --- runs ----------------------------------------------------------------------------------------------
 @command("runs list")
 def cmd_runs_list(args, store):
-    runs = [run_summary(r) for r in store.list_runs(status=args.status)]
-    lines = [f"{r['id']:>5} {r['name']:<28} {r['status']:<10} {r['config'].get('arch', ''):<16} "
-             f"val {_pct(r['summary'].get('best_val_acc'))}  test {_pct((r['test'] or {}).get('accuracy'))}"
-             for r in runs]
-    return runs, "\n".join(lines) or "No runs yet."
+    runs = store.list_runs(status=args.status)
+    lines = [f"{r.id:>5} {r.name:<28} {r.status:<10} {r.config.arch:<16} {fmt.accuracy_label(r)}" for r in runs]
+    return [r.to_json() for r in runs], "\n".join(lines) or "No runs yet."
 
 
 @command("runs show")
 def cmd_runs_show(args, store):
     run = store.get_run(args.run, epochs=True)
-    val = store.evaluation(run["id"], "val")
-    run["val"] = val
-    lines = [f"Run {run['id']} {run['name']} [{run['status']}] on {run['dataset']} ({run['device'] or '-'})"]
-    if run["error"]:
-        lines.append(f"  error: {run['error']}")
-    for e in run["epochs"]:
+    lines = [f"Run {run.label} [{run.status}] on {run.dataset} ({run.device or '-'})"]
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    for e in run.epochs:
         lines.append(f"  epoch {e['epoch']:>3}: train loss {_num(e['train_loss'])} acc {_pct(e['train_acc'])} | "
                      f"val loss {_num(e['val_loss'])} acc {_pct(e['val_acc'])} | {e['seconds'] or 0:.1f}s")
-    if run["test"]:
-        lines.append(f"  test accuracy {_pct(run['test']['accuracy'])} on {run['test']['n']} images")
-    return run, "\n".join(lines)
+    lines.append(f"  accuracy: {fmt.accuracy_label(run)}")
+    return run.to_json(epochs=True), "\n".join(lines)
 
 
 @command("runs cancel")
 def cmd_runs_cancel(args, store):
     run = store.request_cancel(args.run)
-    msg = {"cancelled": "Cancelled.", "running": "Cancel requested; the worker stops it within a batch or two."}
-    return ({"id": run["id"], "name": run["name"], "status": run["status"]},
-            msg.get(run["status"], f"Run {run['name']} is already {run['status']}; nothing to cancel."))
+    msg = {RunStatus.CANCELLED: "Cancelled.",
+           RunStatus.RUNNING: "Cancel requested; the worker stops it within a batch or two."}
+    return _brief(run), msg.get(run.status, f"Run {run.label} is already {run.status}; nothing to cancel.")
+
+
+@command("runs resume")
+def cmd_runs_resume(args, store):
+    from fercore.jobs.worker import ensure_worker, resume_run
+    run = resume_run(store, args.run)
+    if not args.no_worker:
+        ensure_worker(store)
+    return _brief(run), f"Run {run.label} queued to resume after its last finished epoch."
 
 
 @command("runs delete")
 def cmd_runs_delete(args, store):
     run = store.get_run(args.run)
-    if run["status"] == "running":
-        raise UserError(f"Run {run['name']} is training; cancel it first (`runs cancel {run['id']}`).")
-    store.delete_run(run["id"])
-    return {"id": run["id"], "deleted": True}, f"Deleted run {run['id']} ({run['name']})."
+    if run.status == RunStatus.RUNNING:
+        raise UserError(f"Run {run.label} is training; cancel it first (`runs cancel {run.id}`).")
+    store.delete_run(run.id)
+    return {"id": run.id, "deleted": True}, f"Deleted run {run.label}."
 
 
 @command("runs export")
 def cmd_runs_export(args, store):
-    from .runfile import export_run
+    from fercore.jobs.runfile import export_run
     path = export_run(store, args.run, Path(args.file))
     return {"file": str(path), "bytes": path.stat().st_size}, f"Exported to {path}."
 
 
 @command("runs import")
 def cmd_runs_import(args, store):
-    from .runfile import import_run
+    from fercore.jobs.runfile import import_run
     run = import_run(store, Path(args.file), name=args.name)
-    return ({"id": run["id"], "name": run["name"], "status": run["status"]},
-            f"Imported run {run['id']} ({run['name']}).")
+    return _brief(run), f"Imported run {run.label}."
 
 
 @command("runs log")
 def cmd_runs_log(args, store):
     run = store.get_run(args.run)
-    path = run.get("log_path")
+    path = run.log_path
     if not path or not Path(path).exists():
-        raise UserError(f"Run {run['name']} has no log file (runs trained in the foreground log to the terminal).")
+        raise UserError(f"Run {run.label} has no log file (runs trained in the foreground log to the terminal).")
     text = Path(path).read_text(errors="replace")
-    return {"id": run["id"], "log_path": path, "log": text}, text.rstrip()
+    return {"id": run.id, "log_path": path, "log": text}, text.rstrip()
 
 
 @command("runs diagnose")
 def cmd_runs_diagnose(args, store):
-    from .diagnosis import diagnose
+    from fercore.teach.diagnosis import diagnose
     run = store.get_run(args.run, epochs=True)
-    findings = diagnose(run, run["epochs"], run["test"])
-    text = "\n".join(f"- [{f['kind']}] {f['message']}" for f in findings) or "Nothing unusual found."
-    return {"id": run["id"], "name": run["name"], "findings": findings}, text
+    findings = diagnose(run)
+    split = run.scored.split if run.scored else None
+    head = f"(read from {split})" if split else "(no evaluation yet: curves only)"
+    text = "\n".join([head] + [f"- [{f['kind']}] {f['message']}" for f in findings]) if findings else \
+        f"Nothing unusual found {head}."
+    return {"id": run.id, "name": run.name, "split": split, "findings": findings}, text
 
 
 # --- using trained runs ---------------------------------------------------------------------------------
 @command("evaluate")
 def cmd_evaluate(args, store):
-    from .inference import evaluate_run
-    from .metrics import public_evaluation
+    from fercore.metrics import public_evaluation
+    from fercore.predict.predictor import evaluate_run
     ev = public_evaluation(evaluate_run(store, args.run, args.data, args.split, tta=args.tta))
-    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({args.split}, tta {ev['tta']})"]
+    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({ev['scored']}, tta {ev['tta']})"]
     lines += [f"  {c:<10} precision {_pct(m['precision'])} recall {_pct(m['recall'])} f1 {_pct(m['f1'])}"
               for c, m in ev["per_class"].items()]
     return ev, "\n".join(lines)
@@ -231,7 +250,7 @@ def cmd_evaluate(args, store):
 
 @command("predict")
 def cmd_predict(args, store):
-    from .inference import load_predictor, predict_image
+    from fercore.predict.predictor import load_predictor, predict_image
     pred = load_predictor(store, args.run)
     out = [predict_image(pred, Path(p)) for p in args.images]
     lines = []
@@ -250,7 +269,7 @@ def cmd_predict(args, store):
 
 @command("explain")
 def cmd_explain(args, store):
-    from .inference import explain_image, load_predictor
+    from fercore.predict.predictor import explain_image, load_predictor
     pred = load_predictor(store, args.run)
     out = explain_image(pred, Path(args.image), args.method, Path(args.out), face=args.face)
     return out, f"Saved the {args.method} map of face {out['face']} ({out['top']}) to {out['out']}."
@@ -258,7 +277,7 @@ def cmd_explain(args, store):
 
 @command("bench")
 def cmd_bench(args, store):
-    from .bench import run_benchmark
+    from fercore.bench import run_benchmark
     res = run_benchmark(epochs=args.epochs, batch_size=args.batch_size, data=args.data, device=args.device,
                         csv=not args.no_csv, quick=args.quick)
     return res, "\n".join(f"{k}: {v}" for k, v in res.items())
@@ -267,38 +286,36 @@ def cmd_bench(args, store):
 # --- teaching -------------------------------------------------------------------------------------------
 @command("lesson list")
 def cmd_lesson_list(args, store):
-    from .lessons import list_lessons
-    from .ui.fmt import duration
+    from fercore.teach.lessons import list_lessons
     lessons = list_lessons(data=args.data, epochs=args.epochs, fraction=args.fraction, store=store)
-    rows = [f"{l['name']:<16} {len(l['runs'])} runs  ~{duration(l['estimate']['seconds_cpu']):>13} CPU  "
-            f"~{duration(l['estimate']['seconds_gpu']):>13} GPU  {l['title']}" for l in lessons]
+    rows = [f"{l['name']:<16} {len(l['runs'])} runs  ~{fmt.duration(l['estimate']['seconds_cpu']):>13} CPU  "
+            f"~{fmt.duration(l['estimate']['seconds_gpu']):>13} GPU  {l['title']}" for l in lessons]
     return lessons, "\n".join(rows + ["(times: a rough cost model for the data and epochs chosen; "
                                        "--data, --fraction and --epochs change them)"])
 
 
 @command("lesson start")
 def cmd_lesson_start(args, store):
-    from .lessons import start_lesson
-    from .estimate import estimate_runs
-    from .ui.fmt import duration
+    from fercore.teach.estimate import estimate_runs
+    from fercore.teach.lessons import start_lesson
     runs = start_lesson(store, args.name, data=args.data, epochs=args.epochs, fraction=args.fraction)
-    est = estimate_runs([RunConfig.from_dict(r["config"]) for r in runs], store)
+    est = estimate_runs([r.config for r in runs], store)
     if not args.no_worker:
-        from .jobs import ensure_worker
+        from fercore.jobs.worker import ensure_worker
         ensure_worker(store)
-    return ([{"id": r["id"], "name": r["name"], "status": r["status"]} for r in runs],
-            f"Queued {len(runs)} runs of lesson {args.name}: about {duration(est['seconds_cpu'])} on a CPU, "
-            f"{duration(est['seconds_gpu'])} on a GPU (a rough estimate).")
+    return ([_brief(r) for r in runs],
+            f"Queued {len(runs)} runs of lesson {args.name}: about {fmt.duration(est['seconds_cpu'])} on a CPU, "
+            f"{fmt.duration(est['seconds_gpu'])} on a GPU (a rough estimate).")
 
 
 @command("sweep start")
 def cmd_sweep_start(args, store):
-    from .sweeps import start_sweep
+    from fercore.teach.sweeps import start_sweep
     space = json.loads(args.space) if args.space else {}
     sweep = start_sweep(store, config_from_args(args), space, method=args.method, trials=args.trials,
                         name=args.sweep_name)
     if not args.no_worker:
-        from .jobs import ensure_worker
+        from fercore.jobs.worker import ensure_worker
         ensure_worker(store)
     return sweep, f"Sweep {sweep['name']}: {len(sweep['runs'])} run(s) queued."
 
@@ -321,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = data.add_parser("import", parents=[common], help="import a CSV, folder, zip or `synthetic`")
     a.add_argument("src")
     a.add_argument("--name")
+    a.add_argument("--dedupe", action="store_true", help="drop val/test images that are copies of images of an "
+                   "earlier split, and blank images (see the audit that import prints)")
     data.add_parser("list", parents=[common])
 
     t = sub.add_parser("train", parents=[common], help="train a run (foreground) or queue it")
@@ -335,11 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default=None)
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
 
-    runs = group("runs", "list, show, cancel, delete, export, import, log, diagnose runs")
+    runs = group("runs", "list, show, cancel, resume, delete, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])
-    r.add_argument("--status", choices=["queued", "running", "finished", "failed", "cancelled"])
-    for name in ("show", "cancel", "delete", "log", "diagnose"):
-        runs.add_parser(name, parents=[common]).add_argument("run", help="run id or name")
+    r.add_argument("--status", choices=[str(s) for s in RunStatus])
+    for name in ("show", "cancel", "resume", "delete", "log", "diagnose"):
+        r = runs.add_parser(name, parents=[common])
+        r.add_argument("run", help="run id or name")
+        if name == "resume":
+            r.add_argument("--no-worker", action="store_true", help="do not start a worker")
     r = runs.add_parser("export", parents=[common])
     r.add_argument("run")
     r.add_argument("file")
@@ -350,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", parents=[common], help="evaluate a saved run on a dataset")
     e.add_argument("run")
     e.add_argument("--data", required=True, help="dataset name, path, or `synthetic`")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--tta", default=None, choices=["none", "flip", "tencrop"], help="default: the run's own")
+    e.add_argument("--split", default="test", choices=list(SPLITS))
+    e.add_argument("--tta", default=None, choices=config_field("tta").metadata["choices"],
+                   help="default: the run's own")
 
     pr = sub.add_parser("predict", parents=[common], help="faces and class probabilities of images")
     pr.add_argument("run")
@@ -360,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("explain", parents=[common], help="save an attribution map of a face")
     ex.add_argument("run")
     ex.add_argument("image")
-    ex.add_argument("--method", default="saliency", choices=["saliency", "ig", "gradcam", "occlusion"])
+    ex.add_argument("--method", default="saliency", choices=list(ATTRIBUTION_METHODS))
     ex.add_argument("--out", required=True)
     ex.add_argument("--face", type=int, default=1, help="which face (1 = leftmost)")
 
@@ -384,9 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = group("sweep", "hyperparameter search")
     s = sw.add_parser("start", parents=[common])
-    s.add_argument("--method", default="random", choices=["grid", "random", "bayes"])
+    s.add_argument("--method", default="random", choices=list(SWEEP_METHODS))
     s.add_argument("--trials", type=int, default=8)
-    s.add_argument("--space", help='JSON: {"lr": {"low": 1e-4, "high": 1e-2, "log": true}, "conv_dropout": [0, 0.25, 0.5]}')
+    s.add_argument("--space", help='JSON: {"lr": {"low": 1e-4, "high": 1e-2, "log": true}, '
+                   '"conv_dropout": [0, 0.25, 0.5]}')
     s.add_argument("--sweep-name", default=None)
     s.add_argument("--preset", choices=list(PRESETS))
     s.add_argument("--no-worker", action="store_true")
@@ -412,27 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:   # every error reaches the user as one sentence, never a traceback
         if os.environ.get("FER_DEBUG"):
             raise
-        return _fail(args, _plain(e), 2 if _is_user_error(e) else 1)
+        return _fail(args, user_message(e), 2 if is_user_error(e) else 1)
     try:
         print(json.dumps(out, default=str) if args.json else text, flush=True)
     except BrokenPipeError:   # `... | head`: the reader has gone, which is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
-
-
-def _is_user_error(e: Exception) -> bool:
-    from .data.dataset import DataError
-    from .runfile import RunFileError
-    from .store import NotFound
-    return isinstance(e, (UserError, ConfigError, DataError, NotFound, RunFileError, FileNotFoundError, ValueError))
-
-
-def _plain(e: Exception) -> str:
-    if _is_user_error(e):
-        return str(e)
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return "The disk is full; free some space and try again (nothing was saved)."
-    return f"Unexpected error ({type(e).__name__}: {e}). Set FER_DEBUG=1 to see the details."
 
 
 def _fail(args, msg: str, code: int) -> int:

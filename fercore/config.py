@@ -11,19 +11,23 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fercore.errors import ConfigError
+
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 codes 0-6
 
 ARCHS = ("custom", "vgg16", "resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b2")
 TRANSFER_MODES = ("scratch", "head", "frozen", "unfrozen")
+SPLIT_MODES = ("usage", "random", "val_from_train")
 
-
-class ConfigError(ValueError):
-    """A run config that cannot be trained; the message is a plain sentence for the user."""
 
 
 def _f(default, help: str, choices: tuple | None = None, lo: float | None = None,
-       hi: float | None = None, group: str = "optimisation"):
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "group": group}
+       hi: float | None = None, group: str = "optimisation", applies: str | None = None):
+    """A RunConfig field with its help, allowed values and group; `applies`: "custom" (the custom CNN only) or
+    "imagenet" (the ImageNet nets only), for the form to disable what does not apply."""
+    if applies is None and help.startswith("Custom CNN:"):
+        applies = "custom"
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "group": group, "applies": applies}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda d=tuple(default): d, metadata=meta)
     return field(default=default, metadata=meta)
@@ -34,11 +38,15 @@ class RunConfig:
     # --- data
     data: str = _f("synthetic", "Dataset name (see `data list`) or a path to import.", group="data")
     classes: tuple = _f((), "Class subset, e.g. happy,neutral,sad. Empty means all classes.", group="data")
-    split: str = _f("usage", "Use the source's own splits (FER2013 Usage) or a stratified random split.",
-                    choices=("usage", "random"), group="data")
+    split: str = _f("usage", "usage: the source's own splits (FER2013 Usage); random: a stratified random split of "
+                    "everything (split_ratios); val_from_train: the source's own test kept, a stratified val "
+                    "(val_fraction) carved out of train only, for downloads that ship train/test only.",
+                    choices=SPLIT_MODES, group="data")
     split_ratios: tuple = _f((0.8, 0.1, 0.1), "Train/val/test ratios for a random split (2 or 3 numbers).",
                              group="data")
-    split_seed: int = _f(0, "Seed of the random split.", lo=0, group="data")
+    val_fraction: float = _f(0.1, "Share of the training images carved out as val (split=val_from_train).",
+                             lo=0.01, hi=0.5, group="data")
+    split_seed: int = _f(0, "Seed of the random split or of the carved val.", lo=0, group="data")
     data_fraction: float = _f(1.0, "Fraction of the training images to use (for quick CPU runs).",
                               lo=0.001, hi=1.0, group="data")
     # --- architecture
@@ -64,9 +72,9 @@ class RunConfig:
     # --- transfer (ImageNet nets)
     transfer: str = _f("scratch", "scratch: random init; head: only a new linear classifier trains; "
                        "frozen: pretrained features frozen, a new FC block trains; unfrozen: everything trains.",
-                       choices=TRANSFER_MODES, group="transfer")
+                       choices=TRANSFER_MODES, group="transfer", applies="imagenet")
     input_mode: str = _f("rgb", "rgb: grayscale copied to 3 channels; gray: first conv summed to 1 channel.",
-                         choices=("rgb", "gray"), group="transfer")
+                         choices=("rgb", "gray"), group="transfer", applies="imagenet")
     image_size: int = _f(48, "Input size the images are resized to (ImageNet nets like 96-224).",
                          lo=32, hi=320, group="transfer")
     # --- preprocessing and augmentation
@@ -104,7 +112,12 @@ class RunConfig:
     class_weights: bool = _f(False, "Weight the loss by inverse class frequency (for imbalance).")
     loss: str = _f("ce", "Loss: cross-entropy, or mean squared error on one-hot targets.", choices=("ce", "mse"))
     seed: int = _f(0, "Random seed of initialisation, shuffling and augmentation.", lo=0)
-    amp: bool = _f(True, "Mixed precision (bf16 autocast) on a GPU; ignored on a CPU.")
+    cycle_momentum: bool = _f(False, "One-cycle: also cycle the momentum (SGD) or Adam's beta1 inversely to the "
+                              "learning rate; off keeps the configured momentum.")
+    amp: bool = _f(True, "Mixed precision (bf16 autocast) on a GPU, and on a CPU that computes bf16 natively "
+                   "(AVX-512 BF16 or AMX); elsewhere fp32.")
+    compile: bool = _f(False, "torch.compile the network (slow first epoch; helps larger nets on a GPU, measured "
+                       "no gain for the small CNNs on a CPU).")
     # --- bookkeeping
     name: str = _f("", "Run name (optional).", group="run")
     preset: str = _f("", "Preset the config started from (informational).", group="run")
@@ -148,17 +161,24 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise ConfigError(f"Unknown config setting(s): {', '.join(unknown)}.")
         return cls(**{k: coerce(known[k], v) for k, v in d.items()})
 
-    def replace(self, **changes) -> "RunConfig":
+    @classmethod
+    def from_stored(cls, d: dict) -> RunConfig:
+        """A config as an older version of the lab stored it: settings it no longer has are dropped, settings
+        added since take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls.from_dict({k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
-    def diff(self, other: "RunConfig") -> dict[str, tuple[Any, Any]]:
+    def diff(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
@@ -166,6 +186,10 @@ class RunConfig:
 def config_fields():
     """The fields with their metadata, for the CLI and the Train form."""
     return fields(RunConfig)
+
+
+def config_field(name: str) -> dataclasses.Field:
+    return next(f for f in fields(RunConfig) if f.name == name)
 
 
 def coerce(f: dataclasses.Field, value: Any) -> Any:
@@ -199,86 +223,3 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{f.name} got {value!r}, which is not a valid {type(default).__name__}.") from None
-
-
-# --- presets: the set-ups of the published student reports, and the lab's own recipes -------------
-# Each is a dict of changes to RunConfig's defaults; `describe` says where it comes from.
-PRESETS: dict[str, dict] = {
-    "default": {
-        "describe": "The lab's default from-scratch recipe: a VGG-style 4-block CNN (2 convs per block), "
-                    "SGD with one-cycle, label smoothing, crop/rotation/erasing, flip TTA.",
-        "config": dict(arch="custom", conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=2,
-                       batchnorm=True, activation="relu", conv_dropout=0.1, fc_units=(512,), fc_dropout=0.4,
-                       hflip=0.5, rotation=10.0, shift=0.1, zoom=0.1, erasing=0.25, optimizer="sgd", lr=0.05,
-                       momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=128, epochs=40,
-                       schedule="onecycle", label_smoothing=0.1, tta="flip"),
-    },
-    "best": {
-        "describe": "The lab's strongest from-scratch recipe: wider VGG-style CNN, mixup, longer one-cycle "
-                    "schedule, ten-crop TTA.",
-        "config": dict(arch="custom", conv_blocks=4, filters=(96, 192, 384, 768), convs_per_block=2,
-                       conv_dropout=0.1, fc_units=(1024,), fc_dropout=0.5, hflip=0.5, rotation=15.0,
-                       shift=0.1, zoom=0.15, erasing=0.4, mixup=0.2, optimizer="sgd", lr=0.05, momentum=0.9,
-                       nesterov=True, weight_decay=5e-4, batch_size=128, epochs=120, schedule="onecycle",
-                       label_smoothing=0.1, tta="tencrop"),
-    },
-    "cpu-starter": {
-        "describe": "A compact CNN for machines without a GPU: the shipped starter model's recipe (10 epochs on the "
-                    "full FER2013 take about 45 minutes on one CPU core).",
-        "config": dict(arch="custom", conv_blocks=4, filters=(32, 64, 128, 256), convs_per_block=1,
-                       conv_dropout=0.1, fc_units=(256,), fc_dropout=0.4, hflip=0.5, rotation=10.0,
-                       shift=0.08, zoom=0.08, erasing=0.1, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
-                       batch_size=128, epochs=10, schedule="onecycle", label_smoothing=0.1, tta="flip"),
-    },
-    "report-3class-hns": {
-        "describe": "Report: 3-class happy/neutral/sad CNN (Conv+LeakyReLU+MaxPool, FC with dropout and "
-                    "BatchNorm, blur/flip/rotation, 8 epochs, batch 32, lr 0.01 vs 0.001).",
-        "config": dict(classes=("happy", "neutral", "sad"), conv_blocks=3, filters=(32, 64, 128),
-                       convs_per_block=1, activation="leaky_relu", batchnorm=True, conv_dropout=0.0,
-                       fc_units=(128,), fc_dropout=0.5, blur=0.3, hflip=0.5, rotation=10.0, optimizer="adam",
-                       lr=1e-3, batch_size=32, epochs=8),
-    },
-    "report-3class-ahn": {
-        "describe": "Report: 3-class angry/happy/neutral CNN (4 conv blocks with BN, LeakyReLU, dropout, "
-                    "flip/rotation, Adam 1e-3, gradient clipping, batch 128, 20 epochs; reported 81-82 %).",
-        "config": dict(classes=("angry", "happy", "neutral"), conv_blocks=4, filters=(32, 64, 128, 256),
-                       convs_per_block=1, activation="leaky_relu", batchnorm=True, conv_dropout=0.25,
-                       fc_units=(256,), fc_dropout=0.5, hflip=0.5, rotation=10.0, optimizer="adam", lr=1e-3,
-                       grad_clip=1.0, batch_size=128, epochs=20),
-    },
-    "report-7class-4block": {
-        "describe": "Report: 7-class 4-block CNN, dropout 0.25, lr 5e-4 and ReduceLROnPlateau "
-                    "(reported ~57-69 %).",
-        "config": dict(conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=1, conv_dropout=0.25,
-                       fc_units=(256, 512), fc_dropout=0.25, optimizer="adam", lr=5e-4, schedule="plateau",
-                       batch_size=64, epochs=30),
-    },
-    "report-4class-transfer": {
-        "describe": "Report: 4-class happy/sad/neutral/surprise transfer study (VGG16/ResNet101/EfficientNet-B2, "
-                    "frozen vs unfrozen, RGB vs grayscale). This preset is the ResNet101 unfrozen RGB arm.",
-        "config": dict(classes=("happy", "sad", "neutral", "surprise"), arch="resnet101", transfer="unfrozen",
-                       input_mode="rgb", image_size=96, optimizer="adam", lr=1e-4, batch_size=64, epochs=10,
-                       fc_units=(256,), fc_dropout=0.5),
-    },
-    "report-7class-vgg16-weighted": {
-        "describe": "Report: 7-class VGG16 with class weights, rotation/shift/zoom, Adam 1e-5, early stopping "
-                    "and ReduceLROnPlateau (reported 55.8-68.3 %).",
-        "config": dict(arch="vgg16", transfer="unfrozen", image_size=48, class_weights=True, rotation=15.0,
-                       shift=0.1, zoom=0.1, optimizer="adam", lr=1e-5, batch_size=32, epochs=30,
-                       early_stopping=5, schedule="plateau", fc_units=(256,), fc_dropout=0.5),
-    },
-    "report-7class-vggstyle": {
-        "describe": "Report: 7-class VGG-style CNN with class weights, rotation/shift/zoom, batch 32, Adam 1e-5, "
-                    "early stopping and ReduceLROnPlateau.",
-        "config": dict(conv_blocks=4, filters=(64, 128, 256, 512), convs_per_block=2, conv_dropout=0.25,
-                       fc_units=(512, 256), fc_dropout=0.5, class_weights=True, rotation=15.0, shift=0.1,
-                       zoom=0.1, optimizer="adam", lr=1e-5, batch_size=32, epochs=30, early_stopping=5,
-                       schedule="plateau"),
-    },
-}
-
-
-def preset_config(name: str, **overrides) -> RunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"There is no preset named {name!r}; choose one of {', '.join(PRESETS)}.")
-    return RunConfig.from_dict({**PRESETS[name]["config"], "preset": name, **overrides})

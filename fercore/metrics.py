@@ -30,8 +30,20 @@ def evaluation_record(probs: np.ndarray, targets: np.ndarray, classes: list[str]
     per_class = per_class_metrics(cm, classes)
     return {"accuracy": float((preds == targets).mean()) if n else 0.0, "n": n, "classes": list(classes),
             "confusion": cm.tolist(), "per_class": per_class,
-            "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])) if classes else 0.0,
+            "macro_f1": macro_f1(per_class),
             "predictions": preds.tolist(), "targets": np.asarray(targets).tolist(), "tta": tta}
+
+
+def macro_f1(per_class: dict[str, dict]) -> float:
+    """Mean F1 over the classes that have images in this split: a class with no support has no F1 to average."""
+    f1 = [m["f1"] for m in per_class.values() if m["support"] > 0]
+    return float(np.mean(f1)) if f1 else 0.0
+
+
+def ensemble_probs(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """The (weighted) mean of several runs' class probabilities for the same images."""
+    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
+    return np.tensordot(w / w.sum(), np.stack(probs), axes=1)
 
 
 def public_evaluation(ev: dict) -> dict:

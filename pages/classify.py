@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore.ui import classify, figures, fmt, state
+from fercore import fmt
+from fercore.store.entities import RunStatus
+from fercore.ui import classify, figures, state
 
 state.require_app(__file__)
 st.title("What does the model see?")
 store = state.get_store()
-finished = [r for r in store.list_runs(status="finished") if r.get("checkpoint")]
-by_id = {r["id"]: r for r in finished}
+finished = [r for r in store.list_runs(status=RunStatus.FINISHED) if r.checkpoint]
+by_id = {r.id: r for r in finished}
 
 # --- inputs ----------------------------------------------------------------------------------------------
 left, right = st.columns([3, 2])
@@ -25,15 +27,15 @@ with right:
         st.warning("No trained model yet. Train one on the Train page (the synthetic demo set trains in a minute "
                    "on a CPU), or import a run file on the Runs page.")
         st.stop()
-    starter = [r["id"] for r in finished if r["name"] == "starter"][:1]
+    starter = [r.id for r in finished if r.name == "starter"][:1]
     if "classify_runs" not in st.session_state:   # first visit, or back from another page
-        st.session_state["classify_runs"] = st.session_state.get("_classify_runs") or starter or [finished[0]["id"]]
+        st.session_state["classify_runs"] = st.session_state.get("_classify_runs") or starter or [finished[0].id]
     st.session_state["classify_runs"] = [i for i in st.session_state["classify_runs"] if i in by_id][:4]
     chosen = st.multiselect("Models (saved runs)", list(by_id), key="classify_runs", max_selections=4,
-                            format_func=lambda i: f"{by_id[i]['name']} · {fmt.accuracy_label(by_id[i])}",
+                            format_func=lambda i: f"{by_id[i].name} · {fmt.accuracy_label(by_id[i])}",
                             help="Pick several to see them side by side. 'starter' is the model shipped with the lab.")
     st.session_state["_classify_runs"] = chosen
-    from fercore.explain import METHODS
+    from fercore.predict import ATTRIBUTION_METHODS as METHODS
     method = st.selectbox("Explanation", list(METHODS), format_func=METHODS.get, key="classify_method",
                           help="Saliency: gradient of the class score per pixel. Integrated Gradients: gradients "
                                "averaged from a black image to this one. Grad-CAM: where the last conv layer "
@@ -56,7 +58,7 @@ if det is None:
 # --- every chosen run scores every face ------------------------------------------------------------------
 results, predict_s = {}, 0.0
 for rid in chosen:
-    with state.shown_errors(f"Loading model {by_id[rid]['name']}"):
+    with state.shown_errors(f"Loading model {by_id[rid].name}"):
         pred = state.get_predictor(by_id[rid])
         probs, seconds = classify.scores(pred, det.crops)
         results[rid] = (pred, probs)
@@ -88,13 +90,15 @@ for i, crop in enumerate(det.crops):
             p = {c: float(v) for c, v in zip(pred.classes, probs[i])}
             top = max(p, key=p.get)
             bars, heat = st.columns([2.2, 1])
-            bars.plotly_chart(figures.probability_bars(p, f"{by_id[rid]['name']}: {top} ({p[top]:.0%})"),
+            bars.plotly_chart(figures.probability_bars(p, f"{by_id[rid].name}: {top} ({p[top]:.0%})"),
                               key=f"bars-{i}-{rid}", config={"displayModeBar": False})
             with heat, state.shown_errors("The explanation"):
-                img, seconds = classify.explain(rid, str(by_id[rid]["checkpoint"]), crop,
-                                                pred.classes.index(top), method)
+                img, note, seconds = classify.explain(rid, str(by_id[rid].checkpoint), crop,
+                                                      pred.classes.index(top), method)
                 explain_s += seconds
                 st.image(img, caption=f"{METHODS[method]} for {top}", width=160)
+                if note:
+                    st.caption(note)
 
 timing.caption(f"Faces found in {det.seconds * 1000:.0f} ms; classified by {len(results)} model(s) in "
                f"{predict_s * 1000:.0f} ms; explained in {explain_s * 1000:.0f} ms.")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from fercore.ui import analysis, figures, fmt, state, tables
+from fercore import fmt
+from fercore.teach.ensemble import ensemble
+from fercore.ui import analysis, figures, state, tables
 
 state.require_app(__file__)
 st.title("Compare runs")
 store = state.get_store()
 all_runs = store.list_runs()
-by_id = {r["id"]: r for r in all_runs}
+by_id = {r.id: r for r in all_runs}
 if not all_runs:
     st.info("No runs yet. Train a few on the Train page or start a lesson, then compare them here.")
     st.stop()
@@ -41,7 +43,7 @@ if len(ids) == 1:
     st.caption("One run picked: its own views are shown; pick another to compare.")
 
 runs = [store.get_run(i, epochs=True) for i in ids]
-labels = {r["id"]: f"{r['id']} · {r['name']}" for r in runs}
+labels = {r.id: f"{r.id} · {r.name}" for r in runs}
 
 st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "device", "group"]),
                               tables.ACCURACY_COLUMNS), hide_index=True,
@@ -51,7 +53,7 @@ st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "
 # --- learning curves and config diff ---------------------------------------------------------------------
 st.subheader("Learning curves")
 smoothing = st.slider("Smoothing", 0.0, 0.9, 0.0, 0.1, help="Exponential moving average of each curve.")
-series = [(labels[r["id"]], r["epochs"]) for r in runs if r["epochs"]]
+series = [(labels[r.id], r.epochs) for r in runs if r.epochs]
 if series:
     left, right = st.columns(2)
     left.plotly_chart(figures.learning_curves(series, "loss", smoothing), key="curves-loss")
@@ -72,12 +74,12 @@ VIEWS = ["Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnos
 view = st.segmented_control("Detail", VIEWS, default="Confusion", key="compare_view") or "Confusion"
 # Runs trained on data without a test split (the shared FER2013 folder has train and PublicTest only) were
 # evaluated on val alone: offer val then, and say which split every number comes from.
-has_test = any(r["test"] for r in runs)   # get_run carries each run's test evaluation summary
+has_test = any(r.test for r in runs)   # get_run carries each run's test evaluation summary
 split = st.radio("Evaluated on", ["test", "val"], index=0 if has_test else 1, horizontal=True,
                  key="compare_split", help="test: each run's held-out test split, evaluated once with its best "
                                            "checkpoint. val: the split checkpoints were chosen on (optimistic).")
-evals = {r["id"]: store.evaluation(r["id"], split, full=True) for r in runs}
-tested = [r for r in runs if evals.get(r["id"])]
+evals = {r.id: store.evaluation(r.id, split, full=True) for r in runs}
+tested = [r for r in runs if evals.get(r.id)]
 NONE_EVALUATED = f"None of these runs has a {split} evaluation yet."
 
 
@@ -88,18 +90,18 @@ def confusion_view() -> None:
     normal = st.radio("Show", ["row-normalised", "counts"], horizontal=True) == "row-normalised"
     cols = st.columns(2)
     for i, r in enumerate(tested):
-        ev = evals[r["id"]]
-        cols[i % 2].plotly_chart(figures.confusion_heatmap(ev["confusion"], ev["classes"], normal,
-                                                           f"{labels[r['id']]}: {fmt.pct(ev['accuracy'])}"),
-                                 key=f"cm-{r['id']}")
-    same = [r for r in tested if evals[r["id"]]["classes"] == evals[tested[0]["id"]]["classes"]]
+        ev = evals[r.id]
+        cols[i % 2].plotly_chart(figures.confusion_heatmap(ev.confusion, ev.classes, normal,
+                                                           f"{labels[r.id]}: {fmt.pct(ev.accuracy)}"),
+                                 key=f"cm-{r.id}")
+    same = [r for r in tested if evals[r.id].classes == evals[tested[0].id].classes]
     if len(same) >= 2:
         st.markdown("**Difference of two** (row-normalised, B minus A)")
         a, b = st.columns(2)
-        ra = a.selectbox("A", [r["id"] for r in same], format_func=labels.get, index=0)
-        rb = b.selectbox("B", [r["id"] for r in same], format_func=labels.get, index=1)
-        st.plotly_chart(figures.confusion_difference(evals[ra]["confusion"], evals[rb]["confusion"],
-                                                     evals[ra]["classes"], f"{labels[rb]} minus {labels[ra]}"),
+        ra = a.selectbox("A", [r.id for r in same], format_func=labels.get, index=0)
+        rb = b.selectbox("B", [r.id for r in same], format_func=labels.get, index=1)
+        st.plotly_chart(figures.confusion_difference(evals[ra].confusion, evals[rb].confusion,
+                                                     evals[ra].classes, f"{labels[rb]} minus {labels[ra]}"),
                         key="cm-diff")
 
 
@@ -118,10 +120,10 @@ def mistakes_view() -> None:
     if not tested:
         st.info(NONE_EVALUATED)
         return
-    rid = st.selectbox("Run", [r["id"] for r in tested], format_func=labels.get, key="mistakes_run")
-    run, ev = next(r for r in runs if r["id"] == rid), evals[rid]
-    classes = ev["classes"]
-    t0, p0 = analysis.most_confused_cell(ev["confusion"])
+    rid = st.selectbox("Run", [r.id for r in tested], format_func=labels.get, key="mistakes_run")
+    run, ev = next(r for r in runs if r.id == rid), evals[rid]
+    classes = ev.classes
+    t0, p0 = analysis.most_confused_cell(ev.confusion)
     a, b = st.columns(2)
     true_c = a.selectbox("True class", classes, index=t0, key=f"mt-{rid}")
     pred_c = b.selectbox("Predicted as", classes, index=p0, key=f"mp-{rid}")
@@ -131,7 +133,7 @@ def mistakes_view() -> None:
         return
     with state.shown_errors(f"Loading the {split} images"):
         images, labels_ = state.run_split_images(run, split)
-        if len(images) != len(ev["targets"]) or not np.array_equal(labels_, np.asarray(ev["targets"])):
+        if len(images) != len(ev.targets) or not np.array_equal(labels_, np.asarray(ev.targets)):
             st.warning(f"The dataset's {split} images no longer match this run's stored predictions (the dataset was "
                        "re-imported or changed), so its mistakes cannot be shown.")
             return
@@ -140,19 +142,19 @@ def mistakes_view() -> None:
 
 
 def gradients_view() -> None:
-    with_grads = [r for r in runs if any(e.get("grad_norms") for e in r["epochs"])]
+    with_grads = [r for r in runs if any(e.get("grad_norms") for e in r.epochs)]
     if not with_grads:
         st.info("No gradient norms recorded for these runs.")
         return
     cols = st.columns(2)
     for i, r in enumerate(with_grads):
-        cols[i % 2].plotly_chart(figures.gradient_norms(r["epochs"], labels[r["id"]]), key=f"grad-{r['id']}")
+        cols[i % 2].plotly_chart(figures.gradient_norms(r.epochs, labels[r.id]), key=f"grad-{r.id}")
     st.caption("Per-layer weight-gradient norms, first layers light, last layers dark. Lines falling towards zero "
                "in the first layers mean vanishing gradients; a steep climb means exploding ones.")
 
 
 def ensemble_view() -> None:
-    res = analysis.ensemble(runs, evals, split)
+    res = ensemble(runs, evals, split)
     if "error" in res:
         st.warning(res["error"])
     else:
@@ -166,11 +168,11 @@ def ensemble_view() -> None:
 
 
 def diagnosis_view() -> None:
-    from fercore.diagnosis import diagnose
+    from fercore.teach.diagnosis import diagnose
     for r in runs:
-        with st.expander(labels[r["id"]], expanded=len(runs) <= 3):
+        with st.expander(labels[r.id], expanded=len(runs) <= 3):
             with state.shown_errors("The diagnosis"):
-                findings = diagnose(r, r["epochs"], r["test"])
+                findings = diagnose(r)
                 for f in findings:
                     st.markdown(f"- **{f['kind'].replace('_', ' ')}**: {f['message']}")
                 if not findings:

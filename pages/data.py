@@ -21,11 +21,11 @@ def import_source(src: str, name: str) -> None:
     with st.spinner("Importing... (the full FER2013 CSV takes a few seconds)"):
         ds = load_source(src)
         info = store.add_dataset(ds, name.strip() or ds.name)
-    splits = ", ".join(f"{k} {v:,}" for k, v in info["splits"].items())
-    st.success(f"Imported {sum(info['splits'].values()):,} images as {info['name']!r} ({splits}).")
-    for note in info["notes"]:
+    splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
+    st.success(f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).")
+    for note in info.notes:
         st.info(note)
-    st.session_state["data_pick"] = info["name"]
+    st.session_state["data_pick"] = info.name
 
 
 with st.expander("Import a dataset", expanded=not store.list_datasets()):
@@ -63,15 +63,15 @@ if not datasets:
     st.info("No dataset yet: import FER2013 above, or create the synthetic demo faces.")
     st.stop()
 
-st.dataframe([{"name": d["name"], "images": sum(d["splits"].values()), **d["splits"],
-               "classes": ", ".join(d["classes"]), "synthetic": d["synthetic"], "source": d["source"]}
+st.dataframe([{"name": d.name, "images": sum(d.splits.values()), **d.splits,
+               "classes": ", ".join(d.classes), "synthetic": d.synthetic, "source": d.source}
               for d in datasets], hide_index=True)
-names = [d["name"] for d in datasets]
+names = [d.name for d in datasets]
 if st.session_state.get("data_pick") not in names:
     st.session_state["data_pick"] = names[0]
 name = st.selectbox("Dataset", names, key="data_pick")
 info = store.dataset_info(name)
-if info["synthetic"]:
+if info.synthetic:
     st.caption(":orange[Synthetic] faces, drawn by the lab; not real photographs.")
 ds = None
 with state.shown_errors("Loading the dataset"):
@@ -81,8 +81,8 @@ if ds is None:
 
 # --- balance and samples ----------------------------------------------------------------------------------
 st.subheader("Class balance")
-st.plotly_chart(figures.class_balance(info["class_counts"]), key="balance")
-train_counts = info["class_counts"]["train"]
+st.plotly_chart(figures.class_balance(info.class_counts), key="balance")
+train_counts = info.class_counts["train"]
 if train_counts and min(train_counts.values()) > 0:
     ratio = max(train_counts.values()) / min(train_counts.values())
     if ratio >= 3:

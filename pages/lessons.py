@@ -7,20 +7,22 @@ import json
 import pandas as pd
 import streamlit as st
 
-from fercore import jobs
+from fercore import fmt
 from fercore.config import EMOTIONS
-from fercore.ui import figures, fmt, form, state, tables
+from fercore.jobs import worker
+from fercore.store.entities import RunStatus
+from fercore.ui import figures, form, state, tables
 
 state.require_app(__file__)
 st.title("Lessons")
 st.caption("Each lesson is a few runs that differ in one setting. Start one, watch the curves on the Runs page, "
            "and read what the runs showed here when they are done.")
 store = state.get_store()
-datasets = [d["name"] for d in store.list_datasets()]
+datasets = [d.name for d in store.list_datasets()]
 
 
 def start_worker() -> str:
-    if state.autostart_worker() and jobs.ensure_worker(store):
+    if state.autostart_worker() and worker.ensure_worker(store):
         return " A worker was started to train them."
     return ""
 
@@ -33,13 +35,13 @@ epochs = b.number_input("Epochs", 0, 500, 0, help="0 keeps each lesson's own num
 fraction = c.select_slider("Share of the training images", [0.05, 0.1, 0.25, 0.5, 1.0], value=1.0,
                            key="lesson_fraction", help="A fraction trains much faster, with noisier results.")
 info = store.dataset_info(data)
-class_options = info["classes"] if info else list(EMOTIONS)
+class_options = info.classes if info else list(EMOTIONS)
 classes = d.multiselect("Classes", class_options, key="lesson_classes", placeholder="all classes")
 gpu = state.training_device().startswith("GPU")
 
 lessons = []
 with state.shown_errors("Listing the lessons"):
-    from fercore.lessons import list_lessons, start_lesson
+    from fercore.teach.lessons import list_lessons, start_lesson
     lessons = list_lessons(data=data, epochs=int(epochs) or None, fraction=fraction if fraction < 1 else None,
                            store=store)
 
@@ -56,14 +58,14 @@ for les in lessons:
             with state.shown_errors("Starting the lesson"):
                 runs = start_lesson(store, les["name"], data=data, epochs=int(epochs) or None,
                                     fraction=fraction if fraction < 1 else None, classes=tuple(classes))
-                st.success(f"Queued {len(runs)} runs: {', '.join(r['name'] for r in runs)}." + start_worker())
+                st.success(f"Queued {len(runs)} runs: {', '.join(r.name for r in runs)}." + start_worker())
 
 
 @st.fragment(run_every=3)
 def started_lessons() -> None:
-    from fercore.lessons import lesson_status
-    groups = list(dict.fromkeys(r["group_name"] for r in store.list_runs() if r.get("group_kind") == "lesson"
-                                and r.get("group_name")))
+    from fercore.teach.lessons import lesson_status
+    groups = list(dict.fromkeys(r.group_name for r in store.list_runs() if r.group_kind == "lesson"
+                                and r.group_name))
     if not groups:
         return
     st.subheader("Your lessons")
@@ -71,17 +73,17 @@ def started_lessons() -> None:
         with state.shown_errors(f"Reading lesson {g}"):
             s = lesson_status(store, g)
             runs = s["runs"]
-            ended = sum(r["status"] in ("finished", "failed", "cancelled") for r in runs)
+            ended = sum(r.status in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED) for r in runs)
             with st.container(border=True):
                 st.markdown(f"**{s['title']}** · `{g}` · {ended}/{len(runs)} runs ended")
                 st.progress(ended / max(len(runs), 1))
-                st.caption(" · ".join(f"{r['name']}: {r['status']}" + (
-                    f" ({fmt.pct(r['summary'].get('best_val_acc'))} val)" if r["summary"].get("best_val_acc") else "")
+                st.caption(" · ".join(f"{r.name}: {r.status}" + (
+                    f" ({fmt.pct(r.summary.get('best_val_acc'))} val)" if r.summary.get("best_val_acc") else "")
                     for r in runs))
                 if s["done"] and s["summary"]:
                     st.markdown(f"**What the runs showed.** {s['summary']}")
                 st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
-                             query_params={"runs": ",".join(str(r["id"]) for r in runs[:8])})
+                             query_params={"runs": ",".join(str(r.id) for r in runs[:8])})
 
 
 started_lessons()
@@ -104,7 +106,7 @@ with st.expander("Start a sweep"):
                               key="sweep_space", height=100)
     if st.button("Queue the sweep", type="primary"):
         with state.shown_errors("Starting the sweep"):
-            from fercore.sweeps import start_sweep
+            from fercore.teach.sweeps import start_sweep
             try:
                 space = json.loads(space_text)
             except json.JSONDecodeError as e:
@@ -118,7 +120,7 @@ with st.expander("Start a sweep"):
 
 sweeps = []
 with state.shown_errors("Listing the sweeps"):
-    from fercore.sweeps import best_trial, list_sweeps, sweep_table
+    from fercore.teach.sweeps import best_trial, list_sweeps, sweep_table
     sweeps = list_sweeps(store)
 if not sweeps:
     st.caption("No sweeps yet.")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore.ui import figures, fmt, state, tables
+from fercore import fmt
+from fercore.store.entities import RunStatus
+from fercore.ui import figures, state, tables
 
 state.require_app(__file__)
 st.title("Runs")
@@ -17,21 +19,21 @@ runs = store.list_runs()
 
 @st.fragment(run_every=2)
 def training_now() -> None:
-    running = store.list_runs(status="running")
+    running = store.list_runs(status=RunStatus.RUNNING)
     if not running:
         return
     st.subheader("Training now")
     for r in running:
-        p = r.get("progress") or {}
-        epochs = p.get("epochs") or r["config"].get("epochs") or 1
+        p = r.progress or {}
+        epochs = p.get("epochs") or r.config.epochs or 1
         done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
-        st.progress(min(max(done, 0.0), 1.0), text=f"{r['name']}: epoch {p.get('epoch', '-')}/{epochs}, "
+        st.progress(min(max(done, 0.0), 1.0), text=f"{r.name}: epoch {p.get('epoch', '-')}/{epochs}, "
                                                    f"about {fmt.duration(p.get('eta_s'))} left")
-        eps = store.epochs(r["id"])
+        eps = store.epochs(r.id)
         if eps:
             a, b = st.columns(2)
-            a.plotly_chart(figures.learning_curves([(r["name"], eps)], "loss", height=240), key=f"live-loss-{r['id']}")
-            b.plotly_chart(figures.learning_curves([(r["name"], eps)], "acc", height=240), key=f"live-acc-{r['id']}")
+            a.plotly_chart(figures.learning_curves([(r.name, eps)], "loss", height=240), key=f"live-loss-{r.id}")
+            b.plotly_chart(figures.learning_curves([(r.name, eps)], "acc", height=240), key=f"live-acc-{r.id}")
 
 
 if not runs:
@@ -57,7 +59,7 @@ event = st.dataframe(tables.as_points(view, tables.ACCURACY_COLUMNS), key=table_
                                     "duration (s)": st.column_config.NumberColumn(format="%.0f s")})
 rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
 selected = [int(view.iloc[i]["id"]) for i in rows if i < len(view)]
-by_id = {r["id"]: r for r in runs}
+by_id = {r.id: r for r in runs}
 
 # --- actions on the selection ---------------------------------------------------------------------------
 a, b, c = st.columns([2, 3, 2])
@@ -69,7 +71,7 @@ with b:
     sure = st.checkbox(f"Yes, delete the {len(selected)} selected run(s) and their files", key=f"sure-{table_key}",
                        disabled=not selected or not allowed)
     if st.button("Delete", disabled=not (selected and sure and allowed)):
-        busy = [by_id[i]["name"] for i in selected if by_id[i]["status"] == "running"]
+        busy = [by_id[i].name for i in selected if by_id[i].status == RunStatus.RUNNING]
         if busy:
             st.warning(f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} training; cancel first, then delete.")
         else:
@@ -77,7 +79,7 @@ with b:
                 for rid in selected:
                     store.delete_run(rid)
                 st.rerun()
-active = [i for i in selected if by_id[i]["status"] in ("queued", "running")]
+active = [i for i in selected if by_id[i].status.active]
 if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
     with state.shown_errors("Cancelling runs"):
         for rid in active:
@@ -94,11 +96,11 @@ choices = selected or [int(i) for i in view["id"]]
 if choices:
     rid = st.selectbox("Run", choices, format_func=lambda i: fmt.run_label(by_id[i]), key="diagnose_run")
     run = store.get_run(rid, epochs=True)
-    if run["error"]:
-        st.error(f"{run['name']} {run['status']}: {run['error']}")
+    if run.error:
+        st.error(f"{run.name} {run.status}: {run.error}")
     with state.shown_errors("The diagnosis"):
-        from fercore.diagnosis import diagnose
-        findings = diagnose(run, run["epochs"], run["test"])
+        from fercore.teach.diagnosis import diagnose
+        findings = diagnose(run)
         icons = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
         for f in findings:
             st.markdown(f"{icons.get(f['severity'], ':material/info:')} **{f['kind'].replace('_', ' ')}**: "
@@ -106,21 +108,21 @@ if choices:
         if not findings:
             st.success("Nothing unusual found in this run's curves, gradients and confusion matrix.")
     with st.expander("Config, timing and files"):
-        st.write(f"Device {run['device'] or '-'}, {run['n_params'] or '-'} parameters, "
-                 f"{fmt.duration(run['duration_s'])}, created {run['created_at']}.")
-        st.json(run["config"], expanded=False)
+        st.write(f"Device {run.device or '-'}, {run.n_params or '-'} parameters, "
+                 f"{fmt.duration(run.duration_s)}, created {run.created_at}.")
+        st.json(run.config.to_dict(), expanded=False)
 
 # --- sharing runs between machines ---------------------------------------------------------------------
 with st.expander("Share a run as a file (export / import)"):
-    finished = [r for r in runs if r["status"] == "finished" and r.get("checkpoint")]
+    finished = [r for r in runs if r.status == RunStatus.FINISHED and r.checkpoint]
     if finished:
-        pick = st.selectbox("Finished run to export", [r["id"] for r in finished],
+        pick = st.selectbox("Finished run to export", [r.id for r in finished],
                             format_func=lambda i: fmt.run_label(by_id[i]))
         if st.button("Prepare the run file"):
             with state.shown_errors("Exporting the run"):
-                from fercore.runfile import export_run
+                from fercore.jobs.runfile import export_run
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = export_run(store, pick, Path(tmp) / f"{by_id[pick]['name']}.fer.pt")
+                    path = export_run(store, pick, Path(tmp) / f"{by_id[pick].name}.fer.pt")
                     st.session_state["export_file"] = (path.name, path.read_bytes())
         if st.session_state.get("export_file"):
             name, data = st.session_state["export_file"]
@@ -128,9 +130,9 @@ with st.expander("Share a run as a file (export / import)"):
     up = st.file_uploader("Import a run file (.pt) someone exported", type=["pt"], key="run_import")
     if up is not None and st.button("Import it"):
         with state.shown_errors("Importing the run"):
-            from fercore.runfile import import_run
+            from fercore.jobs.runfile import import_run
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "upload.fer.pt"
                 path.write_bytes(up.getvalue())
                 new = import_run(store, path, name=Path(up.name).name.split(".")[0] or None)
-            st.success(f"Imported run {new['id']} ({new['name']}).")
+            st.success(f"Imported run {new.id} ({new.name}).")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore import jobs
-from fercore.config import PRESETS, preset_config
-from fercore.ui import fmt, form, state
+from fercore import fmt
+from fercore.jobs import worker
+from fercore.presets import PRESETS, preset_config
+from fercore.store.entities import RunStatus
+from fercore.ui import form, state
 
 state.require_app(__file__)
 st.title("Train a model")
@@ -33,7 +35,7 @@ if not datasets_info:
     st.caption("No dataset imported yet: runs can use the built-in synthetic faces, or import FER2013 on the "
                "Data page.")
 
-values = form.config_form([d["name"] for d in datasets_info], form.default_classes(datasets_info))
+values = form.config_form([d.name for d in datasets_info], form.default_classes(datasets_info))
 
 config, problem = None, None
 try:
@@ -57,9 +59,9 @@ with right:
         with state.shown_errors("Queueing the run"):
             if not (config.data.startswith("synthetic") or store.dataset_info(config.data)):
                 raise ValueError(f"There is no dataset named {config.data!r}; import it on the Data page first.")
-            run = store.create_run(config, status="queued")
-            started = jobs.ensure_worker(store) if state.autostart_worker() else False
-            st.success(f"Queued run {run['id']} ({run['name']})." + (" A worker was started to train it." if started
+            run = store.create_run(config, status=RunStatus.QUEUED)
+            started = worker.ensure_worker(store) if state.autostart_worker() else False
+            st.success(f"Queued run {run.id} ({run.name})." + (" A worker was started to train it." if started
                                                                       else ""))
 
 st.divider()
@@ -68,36 +70,36 @@ st.divider()
 @st.fragment(run_every=2)
 def queue() -> None:
     st.subheader("Queue")
-    active = sorted(store.list_runs(status="running") + store.list_runs(status="queued"), key=lambda r: r["id"])
+    active = sorted(store.list_runs(status=RunStatus.RUNNING) + store.list_runs(status=RunStatus.QUEUED), key=lambda r: r.id)
     allowed = state.may_manage_runs()
     if not active:
         st.caption("Nothing is waiting or training.")
     for r in active:
-        p = r.get("progress") or {}
+        p = r.progress or {}
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
-        a.markdown(f"**{r['name']}**  \n:gray[{r['config'].get('arch')} on {r['dataset']}]")
-        if r["status"] == "running":
-            epochs = p.get("epochs") or r["config"].get("epochs") or 1
+        a.markdown(f"**{r.name}**  \n:gray[{r.config.arch} on {r.dataset}]")
+        if r.status == RunStatus.RUNNING:
+            epochs = p.get("epochs") or r.config.epochs or 1
             done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
             text = (f"epoch {p.get('epoch', 1)}/{epochs}, batch {p.get('batch', 0)}/{p.get('batches', '-')}, "
                     f"about {fmt.duration(p.get('eta_s'))} left" if p.get("batches") else "preparing the data...")
-            if r.get("cancel_requested"):
+            if r.cancel_requested:
                 text += " (cancelling)"
             b.progress(min(max(done, 0.0), 1.0), text=text)
         else:
             b.caption("waiting for a worker")
-        if c.button("Cancel", key=f"cancel-{r['id']}", disabled=not allowed or r.get("cancel_requested", False)):
-            store.request_cancel(r["id"])
+        if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):
+            store.request_cancel(r.id)
             st.rerun(scope="fragment")
     if active and not allowed:
         st.caption(state.LOCKED_NOTE)
-    recent = [r for r in store.list_runs(limit=8) if r["status"] not in ("queued", "running")][:5]
+    recent = [r for r in store.list_runs(limit=8) if r.status not in (RunStatus.QUEUED, RunStatus.RUNNING)][:5]
     if recent:
         lines = []
         for r in recent:
-            test = (r.get("test") or {}).get("accuracy")
-            line = f"**{r['name']}**: {r['status']}" + (f", test accuracy {fmt.pct(test)}" if test is not None else "")
-            lines.append(line + (f" :red[({r['error']})]" if r.get("error") and r["status"] == "failed" else ""))
+            test = r.test_accuracy
+            line = f"**{r.name}**: {r.status}" + (f", test accuracy {fmt.pct(test)}" if test is not None else "")
+            lines.append(line + (f" :red[({r.error})]" if r.error and r.status == RunStatus.FAILED else ""))
         st.markdown("Recently ended:  \n" + "  \n".join(lines))
 
 

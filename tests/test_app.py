@@ -11,6 +11,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from fercore.store.entities import Evaluation, Run, RunStatus
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "streamlit_app.py")
@@ -26,30 +27,30 @@ def make_lab_db(path) -> dict:
     norms, evaluations, stored probabilities); a failed run; a running run with progress; a queued lesson.
     Returns {"store", "trained", "fakes", "running"}."""
     from fercore.config import RunConfig
-    from fercore.lessons import start_lesson
-    from fercore.runner import execute_run
+    from fercore.teach.lessons import start_lesson
+    from fercore.jobs.execute import execute_run
     from fercore.store import RunStore
 
     store = RunStore(str(path))
     cfg = RunConfig(**TINY, name="tiny")
-    trained = execute_run(store, store.create_run(cfg, status="running")["id"], device="cpu")
-    assert trained["status"] == "finished", trained["error"]
-    ev = store.evaluation(trained["id"], "test", full=True)
+    trained = execute_run(store, store.create_run(cfg, status=RunStatus.RUNNING).id, device="cpu")
+    assert trained.status == RunStatus.FINISHED, trained.error
+    ev = store.evaluation(trained.id, "test", full=True)
     fakes = [fake_run(store, cfg.replace(name=f"fake-{i}", lr=lr), ev, acc, seed=i)
              for i, (lr, acc) in enumerate([(1e-2, 0.55), (1e-4, 0.4)])]
-    failed = store.create_run(cfg.replace(name="diverged", lr=50.0), status="running")
-    store.add_epoch(failed["id"], {"epoch": 1, "train_loss": float("nan"), "lr": 50.0})
-    store.set_status(failed["id"], "failed", "The training loss became nan in epoch 1.")
-    running = store.create_run(cfg.replace(name="training-now", epochs=4), status="running")
-    store.add_epoch(running["id"], epoch_record(1, 0.6, 0.35))
-    store.set_progress(running["id"], {"phase": "training", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
+    failed = store.create_run(cfg.replace(name="diverged", lr=50.0), status=RunStatus.RUNNING)
+    store.add_epoch(failed.id, {"epoch": 1, "train_loss": float("nan"), "lr": 50.0})
+    store.set_status(failed.id, RunStatus.FAILED, "The training loss became nan in epoch 1.")
+    running = store.create_run(cfg.replace(name="training-now", epochs=4), status=RunStatus.RUNNING)
+    store.add_epoch(running.id, epoch_record(1, 0.6, 0.35))
+    store.set_progress(running.id, {"phase": "training", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
                                        "eta_s": 42.0})
     start_lesson(store, _first_lesson(), data="synthetic:420", epochs=1)
     return {"store": store, "trained": trained, "fakes": fakes, "running": running}
 
 
 def _first_lesson() -> str:
-    from fercore.lessons import LESSONS
+    from fercore.teach.lessons import LESSONS
     return next(iter(LESSONS))
 
 
@@ -59,25 +60,25 @@ def epoch_record(epoch: int, loss: float, acc: float) -> dict:
             "grad_norms": {"features.0": 0.5 / epoch, "classifier.3": 0.2}, "dead_units": {"features.2": 0.1}}
 
 
-def fake_run(store, cfg, real_ev: dict, acc: float, seed: int) -> dict:
+def fake_run(store, cfg, real_ev: Evaluation, acc: float, seed: int) -> Run:
     """A finished run whose test predictions are right on about `acc` of the real run's test images."""
     from fercore.metrics import evaluation_record
-    from fercore.runfile import probs_to_file
-    run = store.create_run(cfg, status="running", classes=real_ev["classes"])
+    from fercore.jobs.runfile import probs_to_file
+    run = store.create_run(cfg, status=RunStatus.RUNNING, classes=real_ev.classes)
     for e in range(1, 5):
-        store.add_epoch(run["id"], epoch_record(e, 1.8 - 0.2 * e, acc - 0.1 + 0.03 * e))
+        store.add_epoch(run.id, epoch_record(e, 1.8 - 0.2 * e, acc - 0.1 + 0.03 * e))
     rng = np.random.default_rng(seed)
-    targets = np.asarray(real_ev["targets"])
-    k = len(real_ev["classes"])
+    targets = np.asarray(real_ev.targets)
+    k = len(real_ev.classes)
     probs = rng.dirichlet(np.ones(k), size=len(targets)).astype(np.float32)
     right = rng.random(len(targets)) < acc
     probs[right, targets[right]] += 2.0
     probs /= probs.sum(axis=1, keepdims=True)
-    ev = evaluation_record(probs, targets, real_ev["classes"])
-    ev["probs_path"] = probs_to_file(store.run_dir(run["id"]) / "probs_test.npy", probs)
-    store.add_evaluation(run["id"], ev, "test", cfg.data)
-    store.set_status(run["id"], "finished")
-    return store.get_run(run["id"])
+    ev = evaluation_record(probs, targets, list(real_ev.classes))
+    ev["probs_path"] = probs_to_file(store.run_dir(run.id) / "probs_test.npy", probs)
+    store.add_evaluation(run.id, ev, "test", cfg.data)
+    store.set_status(run.id, RunStatus.FINISHED)
+    return store.get_run(run.id)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_every_page_renders_with_an_empty_database(app_env, tmp_path):
         at = open_page(page)
         assert_clean(at, page)
     classify = open_page("pages/classify.py")
-    from fercore.runfile import STARTER_FILE
+    from fercore.jobs.runfile import STARTER_FILE
     if STARTER_FILE.exists():   # the shipped model is registered on first open and preselected
         picker = classify.multiselect(key="classify_runs")
         assert len(picker.value) == 1 and picker.options[0].startswith("starter")
@@ -157,7 +158,7 @@ def test_every_page_renders_with_runs(app_env, lab_db):
 def test_classify_shows_probabilities_and_an_explanation(app_env, lab_db):
     app_env(lab_db["path"])
     at = open_page("pages/classify.py")
-    at.multiselect(key="classify_runs").set_value([lab_db["trained"]["id"]]).run()
+    at.multiselect(key="classify_runs").set_value([lab_db["trained"].id]).run()
     at.file_uploader(key="classify_upload").upload("face.png", face_png(), "image/png").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     charts = at.get("plotly_chart")
@@ -205,7 +206,7 @@ def test_upload_of_a_broken_csv_is_refused_and_a_good_one_imports(app_env, tmp_p
     at.file_uploader(key="data_upload").set_value(("fer2013.csv", good.read_bytes(), "text/csv")).run()
     at.button[[b.label for b in at.button].index("Import the upload")].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert [d["splits"] for d in RunStore(str(tmp_path / "runs.db")).list_datasets()] == \
+    assert [d.splits for d in RunStore(str(tmp_path / "runs.db")).list_datasets()] == \
         [{"train": 14, "val": 7, "test": 7}]
     assert not at.exception, "the dataset views (balance, samples, statistics, augmentation) render"
     assert at.get("plotly_chart") and at.image
@@ -215,7 +216,7 @@ def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_p
     from fercore.store import RunStore
     app_env(tmp_path / "runs.db")
     at = open_page("pages/train.py")
-    from fercore.config import preset_config
+    from fercore.presets import preset_config
     assert at.selectbox(key="train_preset").value == "default", "the Train page opens with the default recipe"
     assert at.number_input(key="cfg_lr").value == preset_config("default").lr
     at.text_input(key="cfg_filters").set_value("8, x").run()
@@ -224,14 +225,14 @@ def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_p
     assert queue.disabled
     at.text_input(key="cfg_filters").set_value("8, 16").run()
     at.selectbox(key="train_preset").set_value("cpu-starter").run()
-    from fercore.config import preset_config
+    from fercore.presets import preset_config
     epochs = preset_config("cpu-starter").epochs
     assert epochs != 20 and at.number_input(key="cfg_epochs").value == epochs, "the preset filled the form"
     at.button[[b.label for b in at.button].index("Queue this run")].click().run()
     assert not at.exception and at.success
-    runs = [r for r in RunStore(str(tmp_path / "runs.db")).list_runs() if r["name"] != "starter"]
-    assert [(r["status"], r["config"]["preset"], r["config"]["epochs"]) for r in runs] == \
-        [("queued", "cpu-starter", epochs)]
+    runs = [r for r in RunStore(str(tmp_path / "runs.db")).list_runs() if r.name != "starter"]
+    assert [(r.status, r.config.preset, r.config.epochs) for r in runs] == \
+        [(RunStatus.QUEUED, "cpu-starter", epochs)]
     assert any("per epoch" in m.value for m in at.markdown), "an estimate of the time per epoch"
 
 
@@ -256,7 +257,7 @@ def test_instructor_password_guards_cancel(app_env, lab_db):
 # --- the comparison --------------------------------------------------------------------------------------------
 def test_compare_renders_every_view_of_the_selected_runs(app_env, lab_db):
     app_env(lab_db["path"])
-    ids = [lab_db["trained"]["id"]] + [r["id"] for r in lab_db["fakes"]]
+    ids = [lab_db["trained"].id] + [r.id for r in lab_db["fakes"]]
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
     at.session_state["compare_ids"] = ids
@@ -279,19 +280,27 @@ def test_lessons_page_starts_a_lesson_and_refuses_a_bad_sweep_space(app_env, tmp
     assert len(start) >= 12, "every lesson has a start button"
     start[0].click().run()
     assert not at.exception and at.success
-    assert RunStore(str(tmp_path / "runs.db")).counts()["queued"] >= 2
+    assert RunStore(str(tmp_path / "runs.db")).counts()[RunStatus.QUEUED] >= 2
     at.text_area(key="sweep_space").set_value("{not json").run()
     at.button[[b.label for b in at.button].index("Queue the sweep")].click().run()
     assert not at.exception and at.error and "JSON" in at.error[0].value
+    at.text_area(key="sweep_space").set_value('{"conv_dropout": [0.0, 0.5]}').run()
+    at.selectbox(key="sweep_method").set_value("grid").run()
+    at.text_input(key="sweep_name").set_value("drop").run()
+    at.button[[b.label for b in at.button].index("Queue the sweep")].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Sweep drop: 2 run(s) queued" in m.value for m in at.success)
+    table = next(d.value for d in at.dataframe if "trial" in d.value.columns)
+    assert list(table["run"]) == ["drop-t1", "drop-t2"] and set(table["status"]) == {"queued"}
 
 
 def test_compare_falls_back_to_val_for_runs_without_a_test_split(app_env, tmp_path):
     """The shared FER2013 folder has no test split, so the starter has a val evaluation only: Compare must
     show its confusion matrix and per-class metrics on val, and say so, rather than nothing."""
-    from fercore.runfile import STARTER_FILE, ensure_starter, import_run
+    from fercore.jobs.runfile import STARTER_FILE, ensure_starter, import_run
     from fercore.store import RunStore
     store = RunStore(str(tmp_path / "runs.db"))
-    ids = [ensure_starter(store)["id"], import_run(store, STARTER_FILE, name="starter-copy")["id"]]
+    ids = [ensure_starter(store).id, import_run(store, STARTER_FILE, name="starter-copy").id]
     app_env(tmp_path / "runs.db")
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
@@ -306,4 +315,4 @@ def test_compare_falls_back_to_val_for_runs_without_a_test_split(app_env, tmp_pa
     assert not at.exception and not at.error
     assert at.metric and at.metric[0].label.startswith("Ensemble val accuracy"), \
         "the run file carried the val probabilities, so imported runs form an ensemble"
-    assert all(str(tmp_path) in store.evaluation(i, "val", full=True)["probs_path"] for i in ids)
+    assert all(str(tmp_path) in store.evaluation(i, "val", full=True).probs_path for i in ids)

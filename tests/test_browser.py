@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from fercore.store.entities import Run, RunStatus
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -38,15 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def trained_db(path: Path) -> dict:
+def trained_db(path: Path) -> Run:
     from fercore.config import RunConfig
-    from fercore.runner import execute_run
+    from fercore.jobs.execute import execute_run
     from fercore.store import RunStore
     store = RunStore(str(path))
     cfg = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,),
                     batch_size=32, epochs=1, lr=3e-3, tta="none", name="tiny")
-    run = execute_run(store, store.create_run(cfg, status="running")["id"], device="cpu")
-    assert run["status"] == "finished", run["error"]
+    run = execute_run(store, store.create_run(cfg, status=RunStatus.RUNNING).id, device="cpu")
+    assert run.status == RunStatus.FINISHED, run.error
     return run
 
 
@@ -87,7 +88,7 @@ def start_app(db: Path, port: int) -> subprocess.Popen:
 def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
     sync_playwright, chromium = chromium_or_skip()
     tiny = trained_db(tmp_path / "runs.db")
-    from fercore.runfile import ensure_starter
+    from fercore.jobs.runfile import ensure_starter
     from fercore.store import RunStore
     starter = ensure_starter(RunStore(str(tmp_path / "runs.db")))
     photo = face_photo(tmp_path / "face.jpg")
@@ -99,10 +100,10 @@ def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # A shared link to a comparison, opened first on a fresh server, still gets the app's sidebar and
             # navigation, and the runs the link names.
-            page.goto(f"http://127.0.0.1:{port}/compare?runs={tiny['id']},{starter['id']}", timeout=30_000)
+            page.goto(f"http://127.0.0.1:{port}/compare?runs={tiny.id},{starter.id}", timeout=30_000)
             page.get_by_text("FER Lab", exact=True).wait_for(timeout=30_000)
             assert "Classify" in page.locator("[data-testid=stSidebarNav]").inner_text()
-            page.get_by_text(f"{starter['id']} · starter (finished)").first.wait_for(timeout=30_000)
+            page.get_by_text(f"{starter.id} · starter (finished)").first.wait_for(timeout=30_000)
             page.get_by_text("Learning curves").wait_for(timeout=30_000)
             page.goto(f"http://127.0.0.1:{port}/", timeout=30_000)
             page.get_by_text("What does the model see?").wait_for(timeout=30_000)

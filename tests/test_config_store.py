@@ -3,8 +3,10 @@ import sqlite3
 
 import pytest
 
-from fercore.config import PRESETS, ConfigError, RunConfig, preset_config
+from fercore.config import ConfigError, RunConfig
+from fercore.presets import PRESETS, preset_config
 from fercore.store import NotFound, RunStore
+from fercore.store.entities import RunStatus
 
 
 def test_config_round_trips_through_json_and_validates():
@@ -34,15 +36,15 @@ def test_every_preset_is_a_valid_config():
 
 def test_store_records_runs_epochs_and_summary(db):
     store = RunStore(db)
-    run = store.create_run(RunConfig(name="a"), status="running")
+    run = store.create_run(RunConfig(name="a"), status=RunStatus.RUNNING)
     for e, (vl, va) in enumerate([(1.2, 0.4), (1.0, 0.5), (1.1, 0.45)], start=1):
-        store.add_epoch(run["id"], {"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.3 + e / 10, "val_loss": vl,
+        store.add_epoch(run.id, {"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.3 + e / 10, "val_loss": vl,
                                     "val_acc": va, "grad_norms": {"fc": 0.1}, "dead_units": {"relu": 0.0}})
     got = store.get_run("a", epochs=True)
-    assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3]
-    assert got["epochs"][0]["dead_units"] == {"relu": 0.0}
-    assert got["summary"]["best_val_acc"] == 0.5 and got["summary"]["last_val_acc"] == 0.45
-    assert got["summary"]["min_val_loss"] == 1.0
+    assert [e["epoch"] for e in got.epochs] == [1, 2, 3]
+    assert got.epochs[0]["dead_units"] == {"relu": 0.0}
+    assert got.summary["best_val_acc"] == 0.5 and got.summary["last_val_acc"] == 0.45
+    assert got.summary["min_val_loss"] == 1.0
     with pytest.raises(NotFound):
         store.get_run("missing")
     assert store.integrity_ok()
@@ -50,9 +52,9 @@ def test_store_records_runs_epochs_and_summary(db):
 
 def test_claim_is_atomic_and_in_order(db):
     store = RunStore(db)
-    ids = [store.create_run(RunConfig(name=f"r{i}"))["id"] for i in range(3)]
+    ids = [store.create_run(RunConfig(name=f"r{i}")).id for i in range(3)]
     w = store.register_worker(1, "cpu")
-    claimed = [store.claim_next_run(w)["id"] for _ in range(3)]
+    claimed = [store.claim_next_run(w).id for _ in range(3)]
     assert claimed == ids
     assert store.claim_next_run(w) is None
 
@@ -60,13 +62,13 @@ def test_claim_is_atomic_and_in_order(db):
 def test_cancel_queued_run_and_stale_heartbeat_reaped(db):
     store = RunStore(db)
     q = store.create_run(RunConfig(name="q"))
-    assert store.request_cancel(q["id"])["status"] == "cancelled"
-    r = store.create_run(RunConfig(name="r"), status="running")
-    store.add_epoch(r["id"], {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5})
+    assert store.request_cancel(q.id).status == RunStatus.CANCELLED
+    r = store.create_run(RunConfig(name="r"), status=RunStatus.RUNNING)
+    store.add_epoch(r.id, {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5})
     assert store.reap_stale_runs(stale_after_s=3600) == []
-    assert store.reap_stale_runs(stale_after_s=-1) == [r["id"]]
-    got = store.get_run(r["id"], epochs=True)
-    assert got["status"] == "failed" and "worker stopped" in got["error"] and len(got["epochs"]) == 1
+    assert store.reap_stale_runs(stale_after_s=-1) == [r.id]
+    got = store.get_run(r.id, epochs=True)
+    assert got.status == RunStatus.FAILED and "worker stopped" in got.error and len(got.epochs) == 1
 
 
 def test_old_database_is_upgraded_in_place(tmp_path):
@@ -82,7 +84,42 @@ def test_old_database_is_upgraded_in_place(tmp_path):
     store = RunStore(str(path))
     assert store.schema_version() >= 1
     run = store.get_run("old")
-    assert run["status"] == "finished" and run["summary"] == {} or run["summary"] is None
-    store.update_run(run["id"], progress={"phase": "done"})
-    assert store.get_run("old")["progress"] == {"phase": "done"}
+    assert run.status == RunStatus.FINISHED and run.summary == {} and run.config == RunConfig()
+    store.update_run(run.id, progress={"phase": "done"})
+    assert store.get_run("old").progress == {"phase": "done"}
     assert store.integrity_ok()
+
+
+def test_entities_are_frozen_and_their_json_keeps_the_cli_shapes(db):
+    """What leaves the store is typed and read-only; to_json() gives PRODUCT.md's shapes."""
+    import dataclasses
+    import json
+
+    from fercore.data.synthetic import make_synthetic
+    store = RunStore(db)
+    run = store.create_run(RunConfig(name="shape", classes=("happy", "sad")), status=RunStatus.RUNNING)
+    store.add_epoch(run.id, {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4})
+    for split, acc in (("val", 0.4), ("test", 0.35)):
+        store.add_evaluation(run.id, {"accuracy": acc, "n": 2, "classes": ["happy", "sad"], "confusion": [[1, 0], [1, 0]],
+                                      "per_class": {"happy": {"recall": 1.0, "support": 1},
+                                                    "sad": {"recall": 0.0, "support": 1}},
+                                      "tta": "flip", "predictions": [0, 0], "targets": [0, 1]}, split=split)
+    store.set_status(run.id, RunStatus.FINISHED)
+    got = store.get_run(run.id, epochs=True)
+    assert isinstance(got.config, RunConfig) and got.status is RunStatus.FINISHED
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.name = "renamed"
+    assert got.accuracy == 0.4 and got.test_accuracy == 0.35 and got.scored.split == "test"
+    shown = json.loads(json.dumps(got.to_json(epochs=True)))
+    assert {"id", "name", "status", "config", "classes", "epochs", "test"} <= set(shown)
+    assert shown["status"] == "finished" and shown["config"]["classes"] == ["happy", "sad"]
+    assert set(shown["epochs"][0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"}
+    assert set(shown["test"]) >= {"accuracy", "confusion", "per_class"} and "predictions" not in shown["test"]
+    assert store.evaluation(run.id, "test", full=True).to_json(full=True)["predictions"] == [0, 0]
+    listed = [r.to_json() for r in store.list_runs()]
+    assert "epochs" not in listed[0] and listed[0]["id"] == run.id
+
+    info = store.add_dataset(make_synthetic(14, 0), "tiny")
+    ds_json = json.loads(json.dumps(info.to_json()))
+    assert ds_json["name"] == "tiny" and set(ds_json["splits"]) == {"train", "val", "test"}
+    assert store.dataset_info("tiny") == info and store.list_datasets()[0].name == "tiny"

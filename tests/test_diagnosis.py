@@ -3,10 +3,13 @@ and the checks behave on handmade epoch records."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
-from fercore.diagnosis import diagnose
+from fercore.config import RunConfig
+from fercore.store.entities import Evaluation, Run, RunStatus
+from fercore.teach.diagnosis import diagnose
 
 
 def kinds(findings, severity=None):
@@ -46,19 +49,23 @@ def train(config, dataset):
             self.epochs.append(record)
 
     rec = Collect()
-    run = {"config": config.to_dict(), "status": "finished", "error": None, "summary": {},
-           "classes": list(dataset.classes)}
+    run = Run(id=1, name="x", status=RunStatus.FINISHED, config=config, classes=tuple(dataset.classes))
     try:
         result = fit(config, dataset, rec, device="cpu")
     except TrainingDiverged as e:
-        run.update(status="failed", error=str(e))
-        return run, rec.epochs, None
-    run["classes"] = result.classes
-    return run, result.epochs, result.evaluations.get("test")
+        return replace(run, status=RunStatus.FAILED, error=str(e)), rec.epochs, None
+    test = result.evaluations.get("test")
+    return replace(run, classes=tuple(result.classes)), result.epochs, test and evaluation(test, split="test")
+
+
+def evaluation(record: dict, split: str = "test") -> Evaluation:
+    """An evaluation record (fit's, or handmade: classes and confusion at least) as the store returns it."""
+    return Evaluation(split=split, accuracy=record.get("accuracy", 0.0), n=record.get("n", 0),
+                      classes=tuple(record["classes"]), confusion=tuple(map(tuple, record["confusion"])),
+                      per_class=record.get("per_class", {}), tta=record.get("tta", "none"))
 
 
 def test_lr_20_with_sgd_is_named_divergence(tiny_faces):
-    from fercore.config import RunConfig
     cfg = RunConfig(data="synthetic", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,),
                     image_size=32, hflip=0.0, rotation=0.0, optimizer="sgd", lr=20.0, batch_size=32, epochs=3,
                     tta="none", amp=False)
@@ -70,7 +77,6 @@ def test_lr_20_with_sgd_is_named_divergence(tiny_faces):
 
 
 def test_100_epochs_on_200_images_is_named_overfitting_with_the_epoch(tiny_faces):
-    from fercore.config import RunConfig
     # ~200 training faces, no regularisation at all, a 32 px input to keep 100 epochs at a few seconds
     cfg = RunConfig(data="synthetic", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(64,),
                     batchnorm=False, conv_dropout=0.0, fc_dropout=0.0, hflip=0.0, rotation=0.0, shift=0.0,
@@ -89,7 +95,6 @@ def test_100_epochs_on_200_images_is_named_overfitting_with_the_epoch(tiny_faces
 
 
 def test_ten_layer_sigmoid_net_is_named_vanishing_gradients(tiny_faces):
-    from fercore.config import RunConfig
     cfg = RunConfig(data="synthetic", conv_blocks=5, filters=(8,), convs_per_block=2, batchnorm=False,
                     activation="sigmoid", conv_dropout=0.0, fc_units=(16,), fc_dropout=0.0, image_size=32,
                     optimizer="sgd", lr=0.01, batch_size=32, epochs=2, tta="none", amp=False)
@@ -109,8 +114,8 @@ def epochs_from(train_loss, val_loss, train_acc=None, val_acc=None, **extra):
              "val_acc": val_acc[i], "lr": 1e-3, "seconds": 1.0, "grad_norms": {}, **extra} for i in range(n)]
 
 
-RUN = {"config": {"lr": 1e-3, "optimizer": "adam", "activation": "relu"}, "status": "finished", "error": None,
-       "classes": ["angry", "happy", "sad"], "summary": {}}
+RUN = Run(id=1, name="handmade", status=RunStatus.FINISHED, config=RunConfig(lr=1e-3, optimizer="adam", activation="relu"),
+          classes=("angry", "happy", "sad"))
 
 
 def test_overfitting_found_at_the_turn_despite_noise():
@@ -133,8 +138,8 @@ def test_noisy_but_flat_val_loss_is_not_overfitting():
 
 
 def test_nan_loss_is_divergence_with_its_epoch():
-    run = {**RUN, "status": "failed", "config": {"lr": 20.0, "optimizer": "sgd"},
-           "error": "The training loss became nan in epoch 2 (batch 3); the learning rate (20) is probably too high"}
+    run = replace(RUN, status=RunStatus.FAILED, config=RunConfig(lr=20.0, optimizer="sgd"),
+                  error="The training loss became nan in epoch 2 (batch 3); the learning rate (20) is probably too high")
     ep = epochs_from([2.0], [1.9]) + [{"epoch": 2, "train_loss": None, "train_acc": None, "val_loss": None,
                                        "val_acc": None, "grad_norms": {}}]
     findings = diagnose(run, ep, None)
@@ -150,7 +155,7 @@ def test_rising_training_loss_is_divergence():
 
 def test_chance_level_names_overshoot_or_underfitting_by_learning_rate():
     flat = epochs_from([1.1] * 5, [1.1] * 5, [0.34] * 5, [0.33, 0.35, 0.34, 0.33, 0.35])
-    high = {**RUN, "config": {**RUN["config"], "lr": 0.05}}
+    high = replace(RUN, config=RUN.config.replace(lr=0.05))
     assert "divergence" in kinds(diagnose(high, flat, None))
     low = diagnose(RUN, flat, None)
     assert "underfitting" in kinds(low) and "divergence" not in kinds(low)
@@ -188,10 +193,10 @@ def test_dead_activations():
 
 
 def test_never_predicted_and_confused_pairs_from_the_confusion_matrix():
-    test = {"classes": ["angry", "happy", "sad"], "accuracy": 0.6,
-            "confusion": [[0, 20, 30],      # angry: never predicted, mostly taken for sad
-                          [0, 90, 10],
-                          [0, 15, 85]]}
+    test = evaluation({"classes": ["angry", "happy", "sad"], "accuracy": 0.6,
+                       "confusion": [[0, 20, 30],      # angry: never predicted, mostly taken for sad
+                                     [0, 90, 10],
+                                     [0, 15, 85]]})
     f = diagnose(RUN, epochs_from([1.0, 0.9], [1.0, 0.9]), test)
     never = by_kind(f, "never_predicted")
     assert never["evidence"]["classes"] == ["angry"] and "angry (50 test images)" in never["message"]
@@ -208,10 +213,29 @@ def test_a_healthy_run_gets_no_warning():
     vacc = [0.3 + 0.025 * i for i in range(n)]
     ep = epochs_from(train, val, tacc, vacc, grad_norms={"c1": 0.1, "c2": 0.2, "fc": 0.3, "out": 0.5},
                      dead_units={"act1": 0.05})
-    test = {"classes": ["angry", "happy", "sad"], "confusion": [[40, 5, 5], [4, 44, 2], [6, 4, 40]]}
+    test = evaluation({"classes": ["angry", "happy", "sad"], "confusion": [[40, 5, 5], [4, 44, 2], [6, 4, 40]]})
     assert kinds(diagnose(RUN, ep, test), "warning") == set()
 
 
 def test_empty_or_running_runs_do_not_crash():
-    assert diagnose({}, [], None) == []
-    assert diagnose({"status": "running", "config": {}}, epochs_from([1.0], [1.0]), {"confusion": []}) == []
+    empty = Run(id=1, name="empty", status=RunStatus.QUEUED, config=RunConfig())
+    assert diagnose(empty) == [] and diagnose(empty, [], None) == []
+    running = replace(empty, status=RunStatus.RUNNING)
+    no_confusion = Evaluation(split="val", accuracy=0.0, n=0, classes=(), confusion=(), per_class={})
+    assert diagnose(running, epochs_from([1.0], [1.0]), no_confusion) == []
+
+
+
+def test_diagnose_reads_the_runs_own_epochs_and_scores_test_else_val():
+    """diagnose(run) alone uses run.epochs and run.scored: test when the run has it, else val, and says which."""
+    cm = [[0, 20, 30], [0, 90, 10], [0, 15, 85]]
+    val = evaluation({"classes": ["angry", "happy", "sad"], "confusion": cm}, split="val")
+    run = replace(RUN, epochs=tuple(epochs_from([1.0, 0.9], [1.0, 0.9])), val=val)
+    never = by_kind(diagnose(run), "never_predicted")
+    assert "angry (50 val images)" in never["message"] and "On val" in never["message"]
+    assert "test" not in never["message"]
+    assert by_kind(diagnose(run), "confused_pairs")["evidence"]["split"] == "val"
+    healthy = evaluation({"classes": ["angry", "happy", "sad"], "confusion": [[40, 5, 5], [4, 44, 2], [6, 4, 40]]})
+    with_test = replace(run, test=healthy)
+    assert "never_predicted" not in kinds(diagnose(with_test))          # test wins over val
+    assert "never_predicted" in kinds(diagnose(with_test, evaluation=val))

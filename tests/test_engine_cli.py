@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, cli_env
 from PIL import Image
 
-from conftest import REPO, cli_env
 from fercore.cli import main
 
 TINY = ["--data", "synthetic:420", "--conv-blocks", "2", "--filters", "8,16", "--convs-per-block", "1",
@@ -113,15 +113,20 @@ def test_user_errors_are_one_json_sentence_never_a_traceback(db, tmp_path):
     for args in cases:
         p = subprocess.run([sys.executable, "-m", "fercore", *args, "--db", db, "--json"], capture_output=True,
                            text=True, cwd=REPO, env=cli_env(), timeout=120)
-        assert p.returncode != 0, args
+        assert p.returncode == 2, (args, p.returncode, p.stdout)   # 2: the user's mistake; 1 would be a bug of ours
         assert "Traceback" not in p.stdout + p.stderr, (args, p.stderr)
-        assert isinstance(json.loads(p.stdout)["error"], str), args
+        msg = json.loads(p.stdout)["error"]
+        assert isinstance(msg, str) and "Unexpected error" not in msg, (args, msg)
 
 
 def test_missing_pretrained_weights_fail_the_run_with_a_plain_sentence(db, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch" / "hub"))
     code, out = cli(capsys, "train", *TINY, "--arch", "resnet18", "--transfer", "frozen", "--image-size", "32",
-                    "--epochs", "1", "--db", db, "--json")
-    assert out["status"] == "failed"
-    assert "resnet18" in out["error"].lower() and ".pth" in out["error"]
+                    "--epochs", "1", "--name", "no-weights", "--db", db, "--json")
+    assert code != 0 and set(out) == {"error"}, out   # a failed foreground run exits non-zero with its reason
+    assert out["error"].startswith("Run no-weights (#") and " failed: " in out["error"]
+    assert "resnet18" in out["error"].lower() and ".pth" in out["error"] and "Traceback" not in out["error"]
+    code, run = cli(capsys, "runs", "show", "no-weights", "--db", db, "--json")   # it stays in the store, failed
+    assert code == 0 and run["status"] == "failed"
+    assert "resnet18" in run["error"].lower() and ".pth" in run["error"]

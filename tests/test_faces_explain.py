@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fercore.explain import METHODS, ExplainError, attribute, overlay
-from fercore.faces import detect_faces, detector_problem, draw_boxes, face_crops, find_faces
+from fercore.predict.explain import METHODS, ExplainError, attribute, overlay
+from fercore.predict.faces import detect_faces, detector_problem, draw_boxes, face_crops, find_faces
 
 FER_HAPPY = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013-images/train/happy"
 

@@ -16,17 +16,18 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
-
-import fercore.runfile
-import fercore.train
 from conftest import REPO, cli_env
+
+import fercore.train
 from fercore.cli import main
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
-from fercore.jobs import STALE_AFTER_S, reap, run_worker
-from fercore.runfile import read_run_file
+from fercore.jobs.runfile import read_run_file
+from fercore.jobs.worker import STALE_AFTER_S, reap, run_worker
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 from fercore.store.schema import SCHEMA_VERSION, Base
 
 TINY = RunConfig(data="synthetic:140", conv_blocks=2, filters=(4, 8), convs_per_block=1, fc_units=(8,), batch_size=32,
@@ -34,7 +35,7 @@ TINY = RunConfig(data="synthetic:140", conv_blocks=2, filters=(4, 8), convs_per_
 
 
 def queue(store: RunStore, n: int, **changes) -> list[int]:
-    return [store.create_run(TINY.replace(name=f"run{i}", **changes), status="queued")["id"] for i in range(n)]
+    return [store.create_run(TINY.replace(name=f"run{i}", **changes), status=RunStatus.QUEUED).id for i in range(n)]
 
 
 def once_in_the_second_epoch(monkeypatch, fault) -> dict:
@@ -65,27 +66,32 @@ def run_dir_files(store: RunStore, run_id: int) -> set[str]:
 
 # --- faults while training: the worker fails the run, keeps its epochs, goes on ----------------------------
 
-def test_disk_full_while_saving_the_checkpoint(db, monkeypatch):
+@pytest.mark.parametrize("target, epochs, left", [
+    ("checkpoint.pt", [1, 2], {"train.log", "resume.pt"}),   # the final checkpoint; the state to resume from stays
+    ("resume.pt", [1], {"train.log"}),                        # the training state saved after epoch 1
+])
+def test_disk_full_while_saving_a_checkpoint(db, monkeypatch, target, epochs, left):
     store = RunStore(db)
     full, after = queue(store, 2)
     real_save = torch.save
-    calls = []
+    failed = []
 
     def save_on_a_full_disk(obj, f, *a, **kw):
-        calls.append(str(f))
-        if len(calls) > 1:
+        if failed or target not in Path(f).name:
             return real_save(obj, f, *a, **kw)
+        failed.append(str(f))
         Path(f).write_bytes(b"the first half of a checkpoint")   # what a full disk leaves mid-write
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fercore.runfile.torch, "save", save_on_a_full_disk)
-    assert run_worker(store, once=True, poll_s=0.2) == 2
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)   # whichever module saves it
+    assert run_worker(store, once=True, poll_s=0.2) == 2 and failed
     run = store.get_run(full, epochs=True)
-    assert run["status"] == "failed" and "disk is full" in run["error"] and "epochs are kept" in run["error"]
-    assert [e["epoch"] for e in run["epochs"]] == [1, 2] and all(e["val_acc"] is not None for e in run["epochs"])
-    assert run["checkpoint"] is None and run_dir_files(store, full) == {"train.log"}   # no half checkpoint
+    assert run.status == RunStatus.FAILED and "disk is full" in run.error and "epochs are kept" in run.error
+    assert [e["epoch"] for e in run.epochs] == epochs and all(e["val_acc"] is not None for e in run.epochs)
+    assert run.checkpoint is None and run_dir_files(store, full) == left   # no half-written or temporary file
     nxt = store.get_run(after)
-    assert nxt["status"] == "finished" and read_run_file(Path(nxt["checkpoint"]))["classes"]
+    assert nxt.status == RunStatus.FINISHED and read_run_file(Path(nxt.checkpoint))["classes"]
+    assert run_dir_files(store, after) >= {"checkpoint.pt"} and "resume.pt" not in run_dir_files(store, after)
     assert store.integrity_ok()
 
 
@@ -105,7 +111,7 @@ def test_disk_full_while_importing_a_dataset_leaves_no_half_file(db, monkeypatch
     assert store.list_datasets() == [] and list((store.artifacts / "datasets").iterdir()) == []
     monkeypatch.setattr(FERDataset, "save", real_save)   # space freed: the same import now works
     assert main(["data", "import", "synthetic:140", "--db", db, "--json"]) == 0
-    assert [d["name"] for d in store.list_datasets()] == ["synthetic:140:0"]
+    assert [d.name for d in store.list_datasets()] == ["synthetic:140:0"]
 
 
 def test_nan_loss_fails_the_run_naming_the_learning_rate_and_keeps_the_finished_epoch(db, monkeypatch):
@@ -114,11 +120,13 @@ def test_nan_loss_fails_the_run_naming_the_learning_rate_and_keeps_the_finished_
     fault = once_in_the_second_epoch(monkeypatch, lambda loss: loss * float("nan"))
     assert run_worker(store, once=True, poll_s=0.2) == 2 and fault["fired"]
     run = store.get_run(diverged, epochs=True)
-    assert run["status"] == "failed" and "learning rate" in run["error"] and "epoch 2" in run["error"]
-    first, second = run["epochs"]   # epoch 1 as it finished; epoch 2 recorded as where it diverged
+    assert run.status == RunStatus.FAILED and "learning rate" in run.error and "epoch 2" in run.error
+    assert "NaN or infinite" in run.error and "epochs are kept" in run.error
+    first, second = run.epochs   # epoch 1 as it finished; epoch 2 recorded as where it diverged (curves end there)
     assert first["epoch"] == 1 and first["train_loss"] is not None and first["val_acc"] is not None
-    assert second["epoch"] == 2 and second["train_loss"] is None
-    assert store.get_run(after)["status"] == "finished"
+    assert second["epoch"] == 2 and second["train_loss"] is None and second["val_acc"] is None
+    assert run.checkpoint is None and run.test is None
+    assert store.get_run(after).status == RunStatus.FINISHED
 
 
 def test_gpu_out_of_memory_fails_the_run_suggesting_a_smaller_batch_and_the_worker_goes_on(db, monkeypatch):
@@ -131,31 +139,34 @@ def test_gpu_out_of_memory_fails_the_run_suggesting_a_smaller_batch_and_the_work
     fault = once_in_the_second_epoch(monkeypatch, out_of_memory)
     assert run_worker(store, once=True, poll_s=0.2) == 2 and fault["fired"]
     run = store.get_run(too_big, epochs=True)
-    assert run["status"] == "failed" and "smaller batch" in run["error"] and "Tried to allocate" not in run["error"]
-    assert [e["epoch"] for e in run["epochs"]] == [1]
+    assert run.status == RunStatus.FAILED and "smaller batch" in run.error and "Tried to allocate" not in run.error
+    assert [e["epoch"] for e in run.epochs] == [1]
     nxt = store.get_run(after, epochs=True)
-    assert nxt["status"] == "finished" and len(nxt["epochs"]) == 2 and nxt["test"]["n"] > 0
+    assert nxt.status == RunStatus.FINISHED and len(nxt.epochs) == 2 and nxt.test.n > 0
 
 
 # --- a foreground training process killed with -9 ----------------------------------------------------------
 
-def test_killed_foreground_training_is_failed_by_reap_once_its_heartbeat_stops(db, tmp_path):
+def test_killed_foreground_training_is_requeued_by_reap_and_resumed_by_the_next_worker(db, tmp_path):
+    from fercore.jobs.execute import resume_path
     store = RunStore(db)
+    epochs = 30   # the kill comes after the first epoch; the next worker resumes the run and ends it
     stderr = open(tmp_path / "train.stderr", "w+")   # a file, not a pipe: a full pipe would stall the trainer
     p = subprocess.Popen([sys.executable, "-m", "fercore", "train", "--data", "synthetic:140", "--conv-blocks", "2",
                           "--filters", "4,8", "--convs-per-block", "1", "--fc-units", "8", "--batch-size", "32",
-                          "--tta", "none", "--epochs", "500", "--name", "victim", "--db", db, "--json"],
+                          "--tta", "none", "--epochs", str(epochs), "--name", "victim", "--db", db, "--json"],
                          cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and p.poll() is None:
-            victim = [r for r in store.list_runs() if r["name"] == "victim"]   # not the shipped starter
-            if victim and store.epochs(victim[0]["id"]):
+            victim = [r for r in store.list_runs() if r.name == "victim"]   # not the shipped starter
+            if victim and resume_path(store, victim[0].id).is_file():   # its first epoch and its saved state
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert p.poll() is None, (tmp_path / "train.stderr").read_text()
         rid = store.resolve("victim")
-        assert store.get_run(rid)["status"] == "running" and reap(store) == []   # alive: never reaped
+        assert store.get_run(rid).status == RunStatus.RUNNING and reap(store) == []   # alive: never reaped
+        assert store.get_run(rid).attempts == 1
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     finally:
@@ -163,18 +174,28 @@ def test_killed_foreground_training_is_failed_by_reap_once_its_heartbeat_stops(d
             p.kill()
             p.wait(timeout=30)
         stderr.close()
-    done = len(store.epochs(rid))
+    kept = store.epochs(rid)
+    assert 1 <= len(kept) < epochs
     killed_at = time.monotonic()
-    while store.get_run(rid)["status"] == "running" and time.monotonic() - killed_at < STALE_AFTER_S + 15:
+    while store.get_run(rid).status == RunStatus.RUNNING and time.monotonic() - killed_at < STALE_AFTER_S + 15:
         reap(store)   # what every worker and every page load does
         time.sleep(0.5)
     waited = time.monotonic() - killed_at
     run = store.get_run(rid, epochs=True)
-    assert run["status"] == "failed" and run["error"].startswith("worker stopped"), run
+    # its heartbeat stopped: queued again, to go on from its saved state rather than stay `running` or start over
+    assert run.status == RunStatus.QUEUED and run.error.startswith("worker stopped during attempt 1"), run
     assert waited <= STALE_AFTER_S + 5, f"the dead run stayed `running` for {waited:.0f} s"
-    assert [e["epoch"] for e in run["epochs"]] == list(range(1, done + 1))
-    [nxt] = queue(store, 1, epochs=1)   # the lab goes on
-    assert run_worker(store, once=True, poll_s=0.2) == 1 and store.get_run(nxt)["status"] == "finished"
+    assert list(run.epochs) == kept   # the finished epochs stay
+    saved = torch.load(resume_path(store, rid), map_location="cpu", weights_only=True)["epoch"]
+    assert saved in (len(kept), len(kept) - 1)   # killed after an epoch's row and state, or between the two
+    [nxt] = queue(store, 1, epochs=1)   # the lab goes on: the next worker resumes the run, then trains the new one
+    assert run_worker(store, once=True, poll_s=0.2) == 2
+    run = store.get_run(rid, epochs=True)
+    assert run.status == RunStatus.FINISHED and run.test.n > 0 and run.attempts == 2, run.error
+    assert [e["epoch"] for e in run.epochs] == list(range(1, epochs + 1))   # each epoch exactly once
+    assert run.epochs[:saved] == tuple(kept[:saved])   # the epochs before the kill were not trained again
+    assert not resume_path(store, rid).exists()
+    assert store.get_run(nxt).status == RunStatus.FINISHED
     assert store.integrity_ok()
 
 
@@ -248,11 +269,11 @@ def test_an_older_database_is_upgraded_in_place_even_by_several_processes_at_onc
     store = RunStore(str(path))
     assert store.schema_version() == SCHEMA_VERSION
     old = store.get_run("old", epochs=True)
-    assert [(e["epoch"], e["val_acc"]) for e in old["epochs"]] == [(1, 0.35), (2, 0.45)]   # no epoch lost
-    assert old["status"] == "finished"
-    rid = store.create_run(TINY.replace(name="new"), status="running")["id"]
+    assert [(e["epoch"], e["val_acc"]) for e in old.epochs] == [(1, 0.35), (2, 0.45)]   # no epoch lost
+    assert old.status == RunStatus.FINISHED
+    rid = store.create_run(TINY.replace(name="new"), status=RunStatus.RUNNING).id
     store.add_epoch(rid, {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5, "grad_norms": {"fc": 0.1}})
-    assert store.get_run(rid, epochs=True)["epochs"][0]["grad_norms"] == {"fc": 0.1}
+    assert store.get_run(rid, epochs=True).epochs[0]["grad_norms"] == {"fc": 0.1}
     assert store.integrity_ok()
 
 
@@ -278,7 +299,7 @@ def test_sessions_importing_the_same_dataset_at_once_all_succeed(tmp_path):
         stores = [RunStore(db) for _ in range(4)]
         start, errors = threading.Barrier(len(stores)), []
 
-        def import_it(store):
+        def import_it(store, start=start, errors=errors):
             start.wait()
             try:
                 store.add_dataset(ds, "faces")
@@ -291,6 +312,6 @@ def test_sessions_importing_the_same_dataset_at_once_all_succeed(tmp_path):
         for t in threads:
             t.join(timeout=120)
         assert errors == []
-        assert [d["name"] for d in stores[0].list_datasets()] == ["faces"]
+        assert [d.name for d in stores[0].list_datasets()] == ["faces"]
         assert [p.name for p in (stores[0].artifacts / "datasets").iterdir()] == [f"{ds.fingerprint()}.npz"]
         assert len(stores[0].load_dataset("faces")) == len(ds)

@@ -26,14 +26,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, SHARED, cli_env
 from PIL import Image
 
-from conftest import REPO, SHARED, cli_env
 from fercore.cli import main
 from fercore.config import EMOTIONS, RunConfig
-from fercore.runfile import ensure_starter
-from fercore.runner import execute_run
+from fercore.jobs.execute import execute_run
+from fercore.jobs.runfile import ensure_starter
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 
 TINY = RunConfig(name="tiny", data="synthetic:140", conv_blocks=2, filters=(4, 8), convs_per_block=1, fc_units=(8,),
                  batch_size=32, epochs=1, tta="none")
@@ -134,8 +135,8 @@ def expected_fallback_box(width: int, height: int) -> list[int]:
 def face_photo_rotated_by_exif() -> tuple[bytes, tuple[int, int, int, int]] | None:
     """A portrait photo with a FER2013 face, stored sideways with an EXIF rotation: the face is only
     detectable in the displayed orientation. None without ../shared."""
-    from fercore.faces import detect_faces
-    from fercore.images import load_image
+    from fercore.predict.faces import detect_faces
+    from fercore.predict.images import load_image
     folder = SHARED / "fer2013-images" / "train" / "happy"
     if not folder.is_dir():
         return None
@@ -154,8 +155,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     db = str(root / "runs.db")
     store = RunStore(db)
-    run = store.create_run(TINY, status="running")
-    assert execute_run(store, run["id"])["status"] == "finished"
+    run = store.create_run(TINY, status=RunStatus.RUNNING)
+    assert execute_run(store, run.id).status == RunStatus.FINISHED
     photos = root / "photos"
     photos.mkdir()
     bad, good = bad_photos(), good_photos()
@@ -237,7 +238,7 @@ def test_a_mistyped_command_is_a_json_sentence_too(lab, capfd):
 
 def test_the_lab_database_is_intact_after_all_those_photos(lab):
     assert lab.store.integrity_ok()
-    assert [r["name"] for r in lab.store.list_runs() if r["name"] != "starter"] == ["tiny"]
+    assert [r.name for r in lab.store.list_runs() if r.name != "starter"] == ["tiny"]
 
 
 # --- datasets -----------------------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def test_a_zip_with_unreadable_images_imports_the_rest_and_says_how_many_were_sk
     assert code == 0, out
     assert out["splits"] == {"train": 3, "val": 0, "test": 0}
     assert any(note.startswith("2 unreadable images skipped") for note in out["notes"]), out["notes"]
-    assert [d["name"] for d in fresh.list_datasets()] == ["faces"]
+    assert [d.name for d in fresh.list_datasets()] == ["faces"]
 
 
 def test_a_zip_with_escaping_paths_writes_nothing_outside(fresh, db, tmp_path):
@@ -360,7 +361,7 @@ class Exploit:
 
 
 def genuine_payload(lab) -> dict:
-    return torch.load(lab.store.get_run("tiny")["checkpoint"], map_location="cpu", weights_only=True)
+    return torch.load(lab.store.get_run("tiny").checkpoint, map_location="cpu", weights_only=True)
 
 
 def crafted_run_files(lab, folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
@@ -397,7 +398,7 @@ def crafted_run_files(lab, folder: Path, marker: Path) -> dict[str, tuple[Path, 
 def test_crafted_run_files_are_refused_nothing_runs_and_no_run_is_added(lab, fresh, db, tmp_path, capfd):
     marker = tmp_path / "PWNED"
     files = crafted_run_files(lab, tmp_path, marker)
-    runs_before = [r["id"] for r in fresh.list_runs()]
+    runs_before = [r.id for r in fresh.list_runs()]
     files_before = listing(fresh.artifacts)
     for name, (path, fragment) in files.items():
         args = ("runs", "import", str(path))
@@ -405,7 +406,7 @@ def test_crafted_run_files_are_refused_nothing_runs_and_no_run_is_added(lab, fre
                      fercore_here(capfd, *args, db=db, quiet=True))
         assert_refused(code, out, fragment)
         assert not marker.exists(), f"{name}: code from the file ran"
-    assert [r["id"] for r in fresh.list_runs()] == runs_before   # not even a failed or `running` leftover
+    assert [r.id for r in fresh.list_runs()] == runs_before   # not even a failed or `running` leftover
     assert listing(fresh.artifacts) == files_before
     assert fresh.integrity_ok()
     # the genuine article still imports

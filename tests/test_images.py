@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fercore.images import ImageError, load_image, to_gray_u8
+from fercore.predict.images import ImageError, load_image, to_gray_u8
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -9,13 +9,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, cli_env
+
 from fercore.cli import main
-from fercore.jobs import ensure_worker, reap, worker_status
+from fercore.jobs.worker import ensure_worker, reap, worker_status
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 
 LONG = 500   # epochs of a run that is still training when the test acts on it
+RESUMED = 20   # epochs of a run whose worker is killed after its first epoch: the next worker resumes and ends it
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def wait_for(check, timeout: float = 30, what: str = "condition"):
 
 
 def queue(store: RunStore, config, n: int = 1, **changes) -> list[int]:
-    return [store.create_run(config.replace(**changes), status="queued")["id"] for _ in range(n)]
+    return [store.create_run(config.replace(**changes), status=RunStatus.QUEUED).id for _ in range(n)]
 
 
 def exited(pid: int) -> bool:
@@ -82,54 +84,66 @@ def test_worker_once_trains_two_queued_runs_and_logs_them(db, tiny, capsys, proc
     ids += queue(store, tiny)
     assert finish(start_worker(procs, db, "--once"))["trained"] == 3
     run = store.get_run(broken)
-    assert run["status"] == "failed" and "no-such-dataset" in run["error"]
+    assert run.status == RunStatus.FAILED and "no-such-dataset" in run.error
     for rid in ids:
         run = store.get_run(rid, epochs=True)
-        assert run["status"] == "finished", run["error"]
-        assert [e["epoch"] for e in run["epochs"]] == [1, 2]
-        assert run["test"]["n"] > 0 and run["worker_id"] is not None
+        assert run.status == RunStatus.FINISHED, run.error
+        assert [e["epoch"] for e in run.epochs] == [1, 2]
+        assert run.test.n > 0 and run.worker_id is not None
         assert main(["runs", "log", str(rid), "--db", db]) == 0
         log = capsys.readouterr().out
         assert "epoch 2:" in log and "test accuracy" in log and "ended: finished" in log
 
 
 def test_two_workers_never_claim_the_same_run(db, tiny, procs):
-    from fercore.runner import open_dataset
+    from fercore.data import resolve
     store = RunStore(db)
-    open_dataset(store, tiny.data)   # imported once here, so the workers race for runs, not for the import
+    resolve(tiny.data, store)   # imported once here, so the workers race for runs, not for the import
     ids = queue(store, tiny, 6)
     workers = [start_worker(procs, db, "--once") for _ in range(2)]
     trained = [finish(p)["trained"] for p in workers]
     assert sum(trained) == 6 and min(trained) >= 1, trained
     for rid in ids:
         run = store.get_run(rid, epochs=True)
-        assert run["status"] == "finished" and len(run["epochs"]) == 2
-        claims = open(run["log_path"]).read().count("claimed by worker")
+        assert run.status == RunStatus.FINISHED and len(run.epochs) == 2
+        claims = open(run.log_path).read().count("claimed by worker")
         assert claims == 1, f"run {rid} was claimed {claims} times"
-    assert len({store.get_run(r)["worker_id"] for r in ids}) == 2
+    assert len({store.get_run(r).worker_id for r in ids}) == 2
 
 
-def test_killed_worker_leaves_its_run_failed_with_epochs_kept(db, tiny, procs):
+def test_killed_worker_run_is_resumed_by_the_next_worker_and_trains_each_epoch_once(db, tiny, procs):
+    from fercore.jobs.execute import resume_path
     store = RunStore(db)
-    [rid] = queue(store, tiny, epochs=LONG)
+    [rid] = queue(store, tiny, epochs=RESUMED)
     # two workers start together: one takes the run and is killed, the other is "the next worker"
     workers = [start_worker(procs, db, FER_WORKER_IDLE_EXIT_S=60) for _ in range(2)]
-    wait_for(lambda: epochs_done(store, rid) >= 1, 60, "the first epoch")
-    wait_for(lambda: len(worker_status(store)["alive"]) == 2, 30, "both workers to register")
-    pid = next(w["pid"] for w in worker_status(store)["alive"] if w["id"] == store.get_run(rid)["worker_id"])
+    wait_for(lambda: len(worker_status(store)["alive"]) == 2, 60, "both workers to register")
+    wait_for(lambda: resume_path(store, rid).is_file(), 60, "the first epoch's saved training state")
+    first = store.get_run(rid)
+    pid = next(w.pid for w in worker_status(store)["alive"] if w.id == first.worker_id)
     victim = next(p for p in workers if p.pid == pid)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
-    done = epochs_done(store, rid)
+    killed = store.get_run(rid, epochs=True)   # the survivor may already have taken it over: not asserted here
+    assert killed.status.active, "the run ended before the kill"
     t0 = time.monotonic()
-    wait_for(lambda: store.get_run(rid)["status"] != "running", 15, "the next worker to notice")
+    wait_for(lambda: store.get_run(rid).attempts == 2, 15, "the next worker to take the run over")
     assert time.monotonic() - t0 < 10
+    wait_for(lambda: store.get_run(rid).status.final, 300, "the resumed run to end")
     run = store.get_run(rid, epochs=True)
-    assert run["status"] == "failed" and run["error"].startswith("worker stopped")
-    assert [e["epoch"] for e in run["epochs"]] == list(range(1, done + 1))
+    assert run.status == RunStatus.FINISHED, run.error
+    assert run.attempts == 2 and run.worker_id != first.worker_id and run.test.n > 0
+    assert [e["epoch"] for e in run.epochs] == list(range(1, RESUMED + 1))   # each epoch exactly once
+    log = open(run.log_path, encoding="utf-8").read()
+    assert log.count("claimed by worker") == 2 and "ended: finished" in log
+    resumed_after = int(log.split("resuming after epoch ")[1].split()[0])
+    assert 1 <= resumed_after <= len(killed.epochs)
+    # the epochs finished before the kill are kept as they were, not trained again
+    assert run.epochs[:resumed_after] == killed.epochs[:resumed_after]
+    assert not resume_path(store, rid).exists()   # a finished run keeps only its final checkpoint
     survivor = next(p for p in workers if p is not victim)
     survivor.send_signal(signal.SIGTERM)
-    assert finish(survivor)["trained"] == 0
+    assert finish(survivor)["trained"] == 1
     assert worker_status(store)["alive"] == []
 
 
@@ -143,16 +157,17 @@ def test_cancel_stops_a_running_run_within_seconds_and_a_queued_one_never_starts
     t0 = time.monotonic()
     assert main(["runs", "cancel", str(running), "--db", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "running"   # asked; the worker stops it
-    wait_for(lambda: store.get_run(running)["status"] == "cancelled", 15, "the cancel")
+    wait_for(lambda: store.get_run(running).status == RunStatus.CANCELLED, 15, "the cancel")
     assert time.monotonic() - t0 < 15
     assert finish(p)["trained"] == 1
     run = store.get_run(running, epochs=True)
-    assert run["status"] == "cancelled" and len(run["epochs"]) >= 1 and run["test"] is None
+    assert run.status == RunStatus.CANCELLED and len(run.epochs) >= 1 and run.test is None and run.val is None
     never = store.get_run(waiting, epochs=True)
-    assert never["status"] == "cancelled" and never["started_at"] is None and never["epochs"] == []
+    assert never.status == RunStatus.CANCELLED and never.started_at is None and never.epochs == ()
 
 
 def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny, monkeypatch):
+    from fercore.jobs.execute import can_resume
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("FER_WORKER_IDLE_EXIT_S", "60")   # a safety net: the test stops it long before
     store = RunStore(db)
@@ -162,9 +177,9 @@ def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny,
     pid = int((store.artifacts / "worker.spawn.lock").read_text())   # known at once, so the test can stop it
     try:
         assert not ensure_worker(store)   # a second caller right after: the new worker is still starting
-        assert wait_for(lambda: worker_status(store)["alive"], 30, "the worker to register")[0]["pid"] == pid
+        assert wait_for(lambda: worker_status(store)["alive"], 30, "the worker to register")[0].pid == pid
         assert not ensure_worker(store)
-        wait_for(lambda: store.get_run(short)["status"] == "finished", 60, "the first run")
+        wait_for(lambda: store.get_run(short).status == RunStatus.FINISHED, 60, "the first run")
         wait_for(lambda: epochs_done(store, long_) >= 1, 60, "the long run's first epoch")
         os.kill(pid, signal.SIGTERM)   # an instructor stops the lab: the run must not stay `running`
         wait_for(lambda: exited(pid), 30, "the worker to exit")
@@ -175,8 +190,8 @@ def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny,
         except (ProcessLookupError, ChildProcessError):
             pass
     run = store.get_run(long_, epochs=True)
-    assert run["status"] == "failed" and run["error"].startswith("worker stopped")
-    assert len(run["epochs"]) >= 1
+    assert run.status == RunStatus.FAILED and run.error.startswith("worker stopped")
+    assert len(run.epochs) >= 1 and can_resume(store, run)   # stopped by hand: not requeued, but resumable
     assert store.list_workers() == [] and worker_status(store) == {"alive": [], "queued": 0, "running": 0}
     assert reap(store) == []
     assert (store.artifacts / "worker.log").exists()

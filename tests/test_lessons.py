@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fercore.config import RunConfig
-from fercore.lessons import LESSONS, get_lesson, lesson_configs, lesson_status, list_lessons, start_lesson
+from fercore.teach.lessons import LESSONS, get_lesson, lesson_configs, lesson_status, list_lessons, start_lesson
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
+from fercore.errors import NotFound
 
 REQUIRED = {"learning_rate", "epochs", "dropout", "batchnorm", "activation", "augmentation", "batch_size",
             "transfer", "input_channels", "class_weights", "loss", "grad_clip", "lr_schedule"}
@@ -75,31 +77,31 @@ def test_list_lessons_json_with_estimates():
 
 
 def test_unknown_lesson_is_a_plain_error_listing_the_names(store):
-    with pytest.raises(ValueError, match="no lesson named 'dropot'.*dropout"):
+    with pytest.raises(NotFound, match="no lesson named 'dropot'.*dropout"):
         get_lesson("dropot")
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(NotFound, match="learning_rate"):
         start_lesson(store, "nope")
-    with pytest.raises(ValueError, match="no dataset named"):
+    with pytest.raises(NotFound, match="no dataset named"):
         start_lesson(store, "dropout", data="no-such-data")
 
 
-def finish(store, run, accs, train_accs=None, status="finished", error=None, test=None):
+def finish(store, run, accs, train_accs=None, status=RunStatus.FINISHED, error=None, test=None):
     for i, acc in enumerate(accs, start=1):
-        store.add_epoch(run["id"], {"epoch": i, "train_loss": 1.0 / i, "train_acc": (train_accs or accs)[i - 1],
+        store.add_epoch(run.id, {"epoch": i, "train_loss": 1.0 / i, "train_acc": (train_accs or accs)[i - 1],
                                     "val_loss": 1.0, "val_acc": acc, "seconds": 1.0})
     if test:
-        store.add_evaluation(run["id"], test)
-    store.set_status(run["id"], status, error)
+        store.add_evaluation(run.id, test)
+    store.set_status(run.id, status, error)
 
 
 def test_start_lesson_queues_a_group_and_summarises_when_done(store):
     runs = start_lesson(store, "learning_rate", data="synthetic", epochs=2, fraction=0.5)
-    assert [r["name"] for r in runs] == ["lesson-learning_rate-0.01", "lesson-learning_rate-0.001"]
-    group = runs[0]["group_name"]
-    assert group.startswith("learning_rate-") and all(r["group_name"] == group for r in runs)
-    assert all(r["group_kind"] == "lesson" and r["status"] == "queued" for r in runs)
+    assert [r.name for r in runs] == ["lesson-learning_rate-0.01", "lesson-learning_rate-0.001"]
+    group = runs[0].group_name
+    assert group.startswith("learning_rate-") and all(r.group_name == group for r in runs)
+    assert all(r.group_kind == "lesson" and r.status == RunStatus.QUEUED for r in runs)
     other = start_lesson(store, "learning_rate")
-    assert other[0]["group_name"] != group                      # each start is its own group
+    assert other[0].group_name != group                      # each start is its own group
     status = lesson_status(store, group)
     assert status["lesson"] == "learning_rate" and not status["done"] and status["summary"] is None
     finish(store, runs[0], [0.20, 0.247])
@@ -114,15 +116,15 @@ def test_summary_says_so_when_the_runs_contradict_the_lesson(store):
     runs = start_lesson(store, "learning_rate")
     finish(store, runs[0], [0.50, 0.60])     # 0.01 wins this time
     finish(store, runs[1], [0.40, 0.45])
-    s = lesson_status(store, runs[0]["group_name"])["summary"]
+    s = lesson_status(store, runs[0].group_name)["summary"]
     assert "did NOT show the expected direction" in s and "15.0 points" in s
 
 
 def test_summary_mentions_failed_runs(store):
     runs = start_lesson(store, "learning_rate")
-    finish(store, runs[0], [], status="failed", error="The training loss became nan in epoch 1.")
+    finish(store, runs[0], [], status=RunStatus.FAILED, error="The training loss became nan in epoch 1.")
     finish(store, runs[1], [0.4, 0.5])
-    s = lesson_status(store, runs[0]["group_name"])["summary"]
+    s = lesson_status(store, runs[0].group_name)["summary"]
     assert "lr 0.01 failed" in s and "nan" in s and "As expected" in s
 
 
@@ -130,7 +132,7 @@ def test_dropout_summary_reads_the_gap(store):
     runs = start_lesson(store, "dropout")
     for run, gap in zip(runs, (0.30, 0.15, 0.05)):
         finish(store, run, [0.5, 0.55], train_accs=[0.6, 0.55 + gap])
-    s = lesson_status(store, runs[0]["group_name"])["summary"]
+    s = lesson_status(store, runs[0].group_name)["summary"]
     assert "30.0 points" in s and "5.0 points" in s and "As expected, more dropout narrows the gap" in s
 
 
@@ -144,12 +146,12 @@ def test_class_weights_summary_reads_disgust_recall(store):
     runs = start_lesson(store, "class_weights")
     finish(store, runs[0], [0.5, 0.6], test=evaluation(0))
     finish(store, runs[1], [0.5, 0.6], test=evaluation(6))
-    s = lesson_status(store, runs[0]["group_name"])["summary"]
+    s = lesson_status(store, runs[0].group_name)["summary"]
     assert "disgust" in s and "0.0%" in s and "60.0%" in s and "As expected" in s
 
 
 def test_estimate_cost_table_matches_torchvision_metadata():
-    from fercore.estimate import IMAGENET_GMACS
+    from fercore.teach.estimate import IMAGENET_GMACS
     from fercore.models.backbones import BACKBONES
     assert IMAGENET_GMACS == {name: b.weights.meta["_ops"] for name, b in BACKBONES.items()}
 
@@ -176,13 +178,13 @@ def one_thread():
 
 
 def test_a_lesson_trains_end_to_end_and_is_summarised(store, one_thread):
-    from fercore.runner import execute_run
+    from fercore.jobs.execute import execute_run
     runs = start_lesson(store, "loss", data="synthetic:420", epochs=1, fraction=0.2, classes=("happy", "sad"))
     for _ in runs:
         claimed = store.claim_next_run(worker_id=1, device="cpu")
-        execute_run(store, claimed["id"], device="cpu")
-    status = lesson_status(store, runs[0]["group_name"])
-    assert status["done"] and [r["status"] for r in status["runs"]] == ["finished", "finished"]
+        execute_run(store, claimed.id, device="cpu")
+    status = lesson_status(store, runs[0].group_name)
+    assert status["done"] and [r.status for r in status["runs"]] == [RunStatus.FINISHED, RunStatus.FINISHED]
     s = status["summary"]
     assert "loss ce" in s and "loss mse" in s and "%" in s
     assert any(w in s for w in ("As expected", "No clear difference", "did NOT"))

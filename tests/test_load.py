@@ -13,8 +13,10 @@ import threading
 import time
 
 from conftest import REPO, cli_env
+
 from fercore.config import RunConfig
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 
 WORKERS = 4
 RUNS = 20
@@ -47,16 +49,16 @@ class Reader(threading.Thread):
             else:
                 self.latencies.append(time.perf_counter() - t0)
                 for r in runs:
-                    before = self.seen.get(r["id"])
-                    if before and ORDER[r["status"]] < ORDER[before]:
-                        self.backwards.append(f"run {r['id']}: {before} -> {r['status']}")
-                    self.seen[r["id"]] = r["status"]
+                    before = self.seen.get(r.id)
+                    if before and ORDER[r.status] < ORDER[before]:
+                        self.backwards.append(f"run {r.id}: {before} -> {r.status}")
+                    self.seen[r.id] = r.status
             self.stop.wait(POLL_S)
 
 
 def test_four_workers_twenty_runs_and_a_polling_reader_on_one_sqlite_file(db, tmp_path):
     store = RunStore(db)
-    ids = [store.create_run(LOAD.replace(name=f"load-{i}"), status="queued")["id"] for i in range(RUNS)]
+    ids = [store.create_run(LOAD.replace(name=f"load-{i}"), status=RunStatus.QUEUED).id for i in range(RUNS)]
     reader = Reader(store.url)
     reader.start()
     t0 = time.monotonic()
@@ -97,9 +99,9 @@ def test_four_workers_twenty_runs_and_a_polling_reader_on_one_sqlite_file(db, tm
     assert sum(trained) == RUNS
     for rid in ids:
         run = store.get_run(rid, epochs=True)
-        assert run["status"] == "finished", (rid, run["error"])
-        assert [e["epoch"] for e in run["epochs"]] == [1]
-        log = open(run["log_path"], encoding="utf-8").read()
+        assert run.status == RunStatus.FINISHED, (rid, run.error)
+        assert [e["epoch"] for e in run.epochs] == [1]
+        log = open(run.log_path, encoding="utf-8").read()
         assert log.count("claimed by worker") == 1, f"run {rid} was claimed more than once"
     con = sqlite3.connect(db)
     try:

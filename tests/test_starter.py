@@ -1,10 +1,11 @@
 """The shipped starter model: registered in any new database, loadable, and as good as its model card says."""
 import pytest
-
 from conftest import needs_shared
-from fercore.inference import evaluate_run, load_predictor
-from fercore.runfile import STARTER_FILE, ensure_starter, read_run_file
+
+from fercore.jobs.runfile import STARTER_FILE, ensure_starter, read_run_file
+from fercore.predict.predictor import evaluate_run, load_predictor
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 
 
 def test_starter_is_registered_once_in_a_new_database(db):
@@ -12,13 +13,14 @@ def test_starter_is_registered_once_in_a_new_database(db):
     assert STARTER_FILE.stat().st_size < 20e6
     store = RunStore(db)
     run = ensure_starter(store)
-    assert run["name"] == "starter" and run["status"] == "finished"
+    assert run.name == "starter" and run.status == RunStatus.FINISHED
     assert ensure_starter(store) is None and len(store.list_runs()) == 1
     full = store.get_run("starter", epochs=True)
-    assert full["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    assert len(full["epochs"]) == full["config"]["epochs"]
-    assert full["duration_s"] > 600 and full["device"] == "cpu", "its training time, not the import's"
-    assert store.evaluation("starter", "val")["accuracy"] > 0.58, "the model card says 60.1 % on PublicTest"
+    assert full.classes == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert len(full.epochs) == full.config.epochs
+    assert full.duration_s > 600 and full.device == "cpu", "its training time, not the import's"
+    assert full.accuracy == store.evaluation("starter", "val").accuracy > 0.58, \
+        "the model card says 60.1 % on PublicTest"
     content = read_run_file(STARTER_FILE)
     assert content["record"]["dataset_fingerprint"], "the model card's dataset is identified"
     assert load_predictor(store, "starter").probs(content_faces(4)).shape == (4, 7)
@@ -36,5 +38,5 @@ def test_starter_on_real_fer2013_public_test_rows(db):
     ensure_starter(store)
     ev = evaluate_run(store, "starter", str(csv), split="val")
     assert ev["n"] > 100
-    recorded = store.evaluation("starter", "val")["accuracy"]
+    recorded = store.evaluation("starter", "val").accuracy
     assert ev["accuracy"] == pytest.approx(recorded, abs=0.1)   # a class-balanced sample, so only roughly

@@ -5,7 +5,8 @@ import pytest
 
 from fercore.config import RunConfig
 from fercore.store import RunStore
-from fercore.sweeps import SweepError, best_trial, on_run_finished, start_sweep, sweep_table
+from fercore.teach.sweeps import SweepError, best_trial, on_run_finished, start_sweep, sweep_table
+from fercore.store.entities import RunStatus
 
 BASE = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), epochs=2)
 SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "conv_dropout": [0, 0.25, 0.5],
@@ -17,25 +18,25 @@ def store(tmp_path):
     return RunStore(str(tmp_path / "runs.db"))
 
 
-def finish(store, run, val_acc: float, status: str = "finished"):
-    store.add_epoch(run["id"], {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
+def finish(store, run, val_acc: float, status: RunStatus = RunStatus.FINISHED):
+    store.add_epoch(run.id, {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
                                 "val_acc": val_acc})
-    store.set_status(run["id"], status)
-    return store.get_run(run["id"])
+    store.set_status(run.id, status)
+    return store.get_run(run.id)
 
 
 def test_grid_is_the_cartesian_product_of_choices(store):
     space = {"conv_dropout": [0, 0.25, 0.5], "batch_size": [32, 64]}
     sweep = start_sweep(store, BASE, space, method="grid", trials=100, name="g1")
     assert len(sweep["runs"]) == 6
-    got = {(r["config"]["conv_dropout"], r["config"]["batch_size"]) for r in sweep["runs"]}
+    got = {(r.config.conv_dropout, r.config.batch_size) for r in sweep["runs"]}
     assert got == {(d, b) for d in (0.0, 0.25, 0.5) for b in (32, 64)}
-    assert [r["name"] for r in sweep["runs"]] == [f"g1-t{i}" for i in range(1, 7)]
-    assert all(r["group_kind"] == "sweep" and r["group_name"] == "g1" and r["status"] == "queued"
+    assert [r.name for r in sweep["runs"]] == [f"g1-t{i}" for i in range(1, 7)]
+    assert all(r.group_kind == "sweep" and r.group_name == "g1" and r.status == RunStatus.QUEUED
                for r in sweep["runs"])
     # every other setting is the base config's
     for r in sweep["runs"]:
-        diff = RunConfig.from_dict(r["config"]).diff(BASE)
+        diff = r.config.diff(BASE)
         assert set(diff) <= {"conv_dropout", "batch_size", "name"}
 
 
@@ -43,14 +44,14 @@ def test_grid_is_capped_by_trials_and_ranges_become_points(store):
     sweep = start_sweep(store, BASE, {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": [32, 64]},
                         method="grid", trials=4, name="g2")
     assert sweep["grid_size"] == 6 and len(sweep["runs"]) == 4 and "6 combinations" in sweep["note"]
-    lrs = sorted({r["config"]["lr"] for r in store.list_runs(group_name="g2")})
+    lrs = sorted({r.config.lr for r in store.list_runs(group_name="g2")})
     assert lrs == pytest.approx([1e-4, 1e-3])   # the first 4 of 3 log-spaced lrs x 2 batch sizes
 
 
 def test_random_draws_are_reproducible_and_inside_the_space(store):
     a = start_sweep(store, BASE, SPACE, method="random", trials=6, name="r1")
     b = start_sweep(store, BASE, SPACE, method="random", trials=6, name="r2")
-    params = lambda s: [(r["config"]["lr"], r["config"]["conv_dropout"], r["config"]["batch_size"]) for r in s["runs"]]
+    params = lambda s: [(r.config.lr, r.config.conv_dropout, r.config.batch_size) for r in s["runs"]]
     assert params(a) == params(b) and len(params(a)) == 6
     assert len(set(params(a))) > 1
     for lr, drop, bs in params(a):
@@ -61,37 +62,37 @@ def test_random_draws_are_reproducible_and_inside_the_space(store):
 
 def test_integer_range_gives_integers(store):
     sweep = start_sweep(store, BASE, {"epochs": {"low": 2, "high": 9}}, method="random", trials=5, name="ri")
-    assert all(isinstance(r["config"]["epochs"], int) and 2 <= r["config"]["epochs"] <= 9 for r in sweep["runs"])
+    assert all(isinstance(r.config.epochs, int) and 2 <= r.config.epochs <= 9 for r in sweep["runs"])
 
 
 def test_bayes_queues_a_first_batch_then_one_trial_per_finished_run(store):
     sweep = start_sweep(store, BASE, SPACE, method="bayes", trials=7, name="b1")
     assert len(sweep["runs"]) == 4
-    assert len({r["config"]["lr"] for r in sweep["runs"]}) == 4   # distinct start-up draws
+    assert len({r.config.lr for r in sweep["runs"]}) == 4   # distinct start-up draws
     # nothing new while the sweep still has queued runs
     first = finish(store, sweep["runs"][0], 0.40)
     assert on_run_finished(store, first) == []
     for run, acc in zip(sweep["runs"][1:], (0.55, 0.30, 0.62)):
         last = finish(store, run, acc)
     new = on_run_finished(store, last)
-    assert len(new) == 1 and new[0]["name"] == "b1-t5" and new[0]["status"] == "queued"
-    assert new[0]["group_kind"] == "sweep" and new[0]["group_name"] == "b1"
+    assert len(new) == 1 and new[0].name == "b1-t5" and new[0].status == RunStatus.QUEUED
+    assert new[0].group_kind == "sweep" and new[0].group_name == "b1"
     # a failed trial counts against the budget and the search goes on
-    last = finish(store, new[0], 0.2, status="failed")
+    last = finish(store, new[0], 0.2, status=RunStatus.FAILED)
     new = on_run_finished(store, last)
-    assert [r["name"] for r in new] == ["b1-t6"]
+    assert [r.name for r in new] == ["b1-t6"]
     last = finish(store, new[0], 0.5)
     new = on_run_finished(store, last)
-    assert [r["name"] for r in new] == ["b1-t7"]
+    assert [r.name for r in new] == ["b1-t7"]
     last = finish(store, new[0], 0.5)
     assert on_run_finished(store, last) == []          # the budget of 7 is spent
     assert len(store.list_runs(group_name="b1")) == 7
     for r in store.list_runs(group_name="b1"):
-        assert 1e-4 <= r["config"]["lr"] <= 1e-2 and r["config"]["batch_size"] in (32, 64, 128)
+        assert 1e-4 <= r.config.lr <= 1e-2 and r.config.batch_size in (32, 64, 128)
 
 
 def test_on_run_finished_ignores_other_runs(store):
-    run = store.create_run(BASE, status="finished")
+    run = store.create_run(BASE, status=RunStatus.FINISHED)
     assert on_run_finished(store, run) == []
     sweep = start_sweep(store, BASE, SPACE, method="random", trials=2, name="r9")
     assert on_run_finished(store, finish(store, sweep["runs"][0], 0.5)) == []
@@ -139,4 +140,4 @@ def test_bad_method_trials_and_duplicate_name(store):
 
 def test_cli_log_range_form_is_accepted(store):
     sweep = start_sweep(store, BASE, {"lr": [1e-4, 1e-2, "log"]}, method="random", trials=3, name="c1")
-    assert all(1e-4 <= r["config"]["lr"] <= 1e-2 for r in sweep["runs"])
+    assert all(1e-4 <= r.config.lr <= 1e-2 for r in sweep["runs"])

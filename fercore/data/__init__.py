@@ -1,7 +1,6 @@
-"""Data: sources (CSV, image folder, zip, synthetic) -> FERDataset -> splits and class subsets."""
-from .dataset import SPLITS, DataError, FERDataset, prepare_for_run
-from .sources import load_source, load_trainval_block, write_challenge_csv
-from .synthetic import make_synthetic
+"""Data: sources (CSV, folders, zips, synthetic) -> FERDataset; the audit; which dataset a spec names."""
+from fercore.data.dataset import SPLITS, FERDataset, prepare_for_run
+from fercore.data.lookup import is_synthetic, require, resolve
+from fercore.errors import DataError
 
-__all__ = ["FERDataset", "DataError", "SPLITS", "prepare_for_run", "load_source", "load_trainval_block",
-           "write_challenge_csv", "make_synthetic"]
+__all__ = ["FERDataset", "DataError", "SPLITS", "prepare_for_run", "resolve", "require", "is_synthetic"]

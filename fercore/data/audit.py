@@ -12,7 +12,7 @@ import hashlib
 
 import numpy as np
 
-from .dataset import SPLITS, FERDataset
+from fercore.data.dataset import SPLITS, FERDataset
 
 BLANK_SPREAD = 2   # max - min grey level at or below which an image is blank (uniform): no face to see
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .dataset import FERDataset
+from fercore.data.dataset import FERDataset
 
 CACHE_VERSION = "1"   # bump when a loader's output changes, so old entries are not reused
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fercore.config import RunConfig
+from fercore.errors import DataError
+
 SPLITS = ("train", "val", "test")
 
-
-class DataError(ValueError):
-    """A dataset problem the user can fix; the message is a plain sentence."""
 
 
 @dataclass
@@ -72,7 +72,7 @@ class FERDataset:
         return h.hexdigest()
 
     # --- derived datasets
-    def subset_classes(self, classes: list[str] | tuple[str, ...]) -> "FERDataset":
+    def subset_classes(self, classes: list[str] | tuple[str, ...]) -> FERDataset:
         """Keep only the named classes, relabelled 0..k-1 in the given order."""
         if not classes:
             return self
@@ -88,7 +88,7 @@ class FERDataset:
         return FERDataset(self.name, self.source, list(classes), self.images[keep], new_labels[keep],
                           self.split[keep], self.synthetic, list(self.notes))
 
-    def resplit(self, ratios: tuple[float, ...], seed: int) -> "FERDataset":
+    def resplit(self, ratios: tuple[float, ...], seed: int) -> FERDataset:
         """Stratified random split of all images with the given train/val(/test) ratios."""
         rng = np.random.default_rng(seed)
         split = np.zeros(len(self), dtype=np.uint8)
@@ -103,7 +103,18 @@ class FERDataset:
         return FERDataset(self.name, self.source, list(self.classes), self.images, self.labels, split,
                           self.synthetic, list(self.notes))
 
-    def fraction_of_train(self, fraction: float, seed: int) -> "FERDataset":
+    def carve_val(self, fraction: float, seed: int) -> FERDataset:
+        """Move a stratified `fraction` of the training images to val; test (the source's own) is untouched."""
+        rng = np.random.default_rng(seed)
+        split = self.split.copy()
+        for c in range(len(self.classes)):
+            idx = np.flatnonzero((self.labels == c) & (self.split == 0))
+            n = int(round(len(idx) * fraction))
+            split[rng.choice(idx, size=min(n, max(len(idx) - 1, 0)), replace=False)] = 1
+        return FERDataset(self.name, self.source, list(self.classes), self.images, self.labels, split,
+                          self.synthetic, list(self.notes))
+
+    def fraction_of_train(self, fraction: float, seed: int) -> FERDataset:
         """Keep a stratified fraction of the training images (val and test untouched)."""
         if fraction >= 1.0:
             return self
@@ -123,7 +134,7 @@ class FERDataset:
                  notes=np.array(self.notes if self.notes else [""]))
 
     @classmethod
-    def load(cls, path) -> "FERDataset":
+    def load(cls, path) -> FERDataset:
         with np.load(path, allow_pickle=False) as z:
             name, source, synthetic = [str(x) for x in z["meta"]]
             notes = [str(x) for x in z["notes"] if str(x)]
@@ -131,16 +142,18 @@ class FERDataset:
                        synthetic == "1", notes)
 
 
-def prepare_for_run(ds: FERDataset, classes=(), split="usage", split_ratios=(0.8, 0.1, 0.1), split_seed=0,
-                    data_fraction=1.0, seed=0) -> FERDataset:
-    """Apply a run config's data settings: class subset, re-split, training fraction."""
-    if classes:
-        ds = ds.subset_classes(classes)
-    if split == "random":
-        ds = ds.resplit(split_ratios, split_seed)
+def prepare_for_run(ds: FERDataset, config: RunConfig) -> FERDataset:
+    """Apply a run config's data settings: class subset, split mode, training fraction. Training and every
+    later evaluation of the run call this, so a run's val and test are always the same rows."""
+    if config.classes:
+        ds = ds.subset_classes(config.classes)
+    if config.split == "random":
+        ds = ds.resplit(config.split_ratios, config.split_seed)
+    elif config.split == "val_from_train":
+        ds = ds.carve_val(config.val_fraction, config.split_seed)
     counts = ds.split_counts()
     if counts["train"] == 0:
         raise DataError(f"The dataset {ds.name!r} has no training images; use a random split (split=random).")
-    if data_fraction < 1.0:
-        ds = ds.fraction_of_train(data_fraction, seed)
+    if config.data_fraction < 1.0:
+        ds = ds.fraction_of_train(config.data_fraction, config.seed)
     return ds

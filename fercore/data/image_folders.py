@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..config import EMOTIONS
-from . import cache
-from .dataset import DataError, FERDataset
+from fercore.config import EMOTIONS
+from fercore.data import cache
+from fercore.data.dataset import DataError, FERDataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Usage values and split folder names (compared in lower case) -> split code

@@ -19,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import EMOTIONS
-from . import cache
-from .dataset import SPLITS, DataError, FERDataset
-from .image_folders import (IMAGE_SUFFIXES, SPLIT_NAMES, dataset_name, load_image_folder, load_image_zip,
-                            zip_members)
-from .synthetic import make_synthetic
+from fercore.config import EMOTIONS
+from fercore.data import cache
+from fercore.data.dataset import SPLITS, DataError, FERDataset
+from fercore.data.image_folders import (
+    IMAGE_SUFFIXES,
+    SPLIT_NAMES,
+    dataset_name,
+    load_image_folder,
+    load_image_zip,
+    zip_members,
+)
+from fercore.data.synthetic import make_synthetic
 
 PIXELS_PER_IMAGE = 48 * 48
 MAX_CSV_BYTES = 2 * 1024 ** 3        # the real fer2013.csv is 287 MB; anything this big is not FER2013

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import EMOTIONS
-from .dataset import FERDataset
+from fercore.config import EMOTIONS
+from fercore.data.dataset import FERDataset
 
 # Per class, in FER2013 code order: (mouth curve, mouth open, mouth half-width, mouth tilt,
 # brow raise, brow slant, eye openness). Face units: the head is 1 wide (half-width) and ~1.25

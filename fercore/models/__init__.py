@@ -5,8 +5,14 @@
     backbones.py  torchvision ImageNet nets: transfer modes, gray input, offline pretrained weights
 """
 from fercore.models.backbones import WeightsUnavailable
-from fercore.models.registry import (ARCH_BUILDERS, build_model, gradient_layers, model_info,
-                                     saliency_target_layer, trainable_parameters)
+from fercore.models.registry import (
+                                     ARCH_BUILDERS,
+                                     build_model,
+                                     gradient_layers,
+                                     model_info,
+                                     saliency_target_layer,
+                                     trainable_parameters,
+)
 
 __all__ = ["ARCH_BUILDERS", "WeightsUnavailable", "build_model", "gradient_layers", "model_info",
            "saliency_target_layer", "trainable_parameters"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -21,11 +21,8 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from fercore.config import RunConfig
+from fercore.errors import WeightsUnavailable
 from fercore.models.custom import fc_block, initialise_weights
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights are not on this machine (or the file is broken); the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class TransferNet(nn.Module):
             x = x.expand(-1, 3, -1, -1)   # a view: the gray channel seen as R, G and B
         return self.head(self.backbone(x))
 
-    def train(self, mode: bool = True) -> "TransferNet":
+    def train(self, mode: bool = True) -> TransferNet:
         # A frozen feature extractor must not drift: its BatchNorm keeps using (and keeping) the
         # ImageNet running statistics, and its dropout stays off, whatever mode the trainer sets.
         super().train(mode)

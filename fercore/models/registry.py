@@ -5,13 +5,14 @@ have their gradient norms recorded, which layer Grad-CAM looks at.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from torch import nn
 
 from fercore.config import ConfigError, RunConfig
+from fercore.errors import ExplainError
 from fercore.models.backbones import BACKBONES, build_transfer_net
 from fercore.models.custom import build_custom_cnn
 
@@ -72,5 +73,5 @@ def saliency_target_layer(model: nn.Module) -> nn.Module:
         return own()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("This model has no convolutional layer for Grad-CAM.")
+        raise ExplainError("This model has no convolutional layer for Grad-CAM.")
     return convs[-1]

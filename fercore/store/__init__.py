@@ -1,4 +1,9 @@
-"""The run store: datasets, runs, epochs, evaluations, workers. The only code that writes SQL."""
-from .runstore import ACTIVE, STATUSES, NotFound, RunStore, default_db
+"""The run store: datasets, runs, epochs, evaluations, workers. The only code that writes SQL.
 
-__all__ = ["RunStore", "NotFound", "STATUSES", "ACTIVE", "default_db"]
+Callers get frozen entities (`Run`, `Evaluation`, `DatasetInfo`, `Worker`), never ORM rows.
+"""
+from fercore.errors import NotFound
+from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
+from fercore.store.runstore import RunStore, default_db
+
+__all__ = ["RunStore", "NotFound", "RunStatus", "Run", "Evaluation", "DatasetInfo", "Worker", "default_db"]

@@ -1,4 +1,4 @@
-"""RunStore: the only code that speaks SQL. Callers get plain dicts, never ORM rows.
+"""RunStore: the only code that speaks SQL. Callers get frozen entities (store/entities.py), never ORM rows.
 
 SQLite by default (WAL, busy timeout, short transactions, retries on "database is locked");
 any SQLAlchemy URL works. Files (dataset arrays, checkpoints, logs, probabilities) live in an
@@ -12,27 +12,22 @@ import shutil
 import socket
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..config import RunConfig
-from ..data.dataset import FERDataset
-from .schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
-
-STATUSES = ("queued", "running", "finished", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-
-
-class NotFound(LookupError):
-    """No run/dataset by that id or name; the message is a plain sentence."""
+from fercore.config import RunConfig
+from fercore.data.dataset import FERDataset
+from fercore.errors import DataError, NotFound
+from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
+from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def default_db() -> str:
@@ -127,7 +122,8 @@ class RunStore:
 
     # --- datasets --------------------------------------------------------------------------------
     @retry_locked
-    def add_dataset(self, ds: FERDataset, name: str | None = None, replace: bool = True) -> dict:
+    def add_dataset(self, ds: FERDataset, name: str | None = None, replace: bool = True,
+                    audit: dict | None = None) -> DatasetInfo:
         name = name or ds.name
         folder = self.artifacts / "datasets"
         folder.mkdir(parents=True, exist_ok=True)
@@ -150,33 +146,35 @@ class RunStore:
                         row = DatasetRow(name=name, created_at=now())
                         s.add(row)
                     elif not replace:
-                        raise ValueError(f"A dataset named {name!r} already exists.")
+                        raise DataError(f"A dataset named {name!r} already exists.")
                     row.source, row.fingerprint, row.classes = ds.source, fp, list(ds.classes)
                     row.splits, row.class_counts = ds.split_counts(), ds.class_counts()
                     row.image_size, row.path = ds.image_size, str(path)
-                    row.synthetic, row.notes = ds.synthetic, ds.notes
+                    row.synthetic, row.notes, row.audit = ds.synthetic, ds.notes, audit
                     s.flush()
-                    return self._dataset_dict(row)
+                    return row.to_entity()
             except IntegrityError:   # another process added this name a moment ago: update its row instead
                 if attempt:
                     raise
 
-    def list_datasets(self) -> list[dict]:
+    def list_datasets(self) -> list[DatasetInfo]:
+        """Newest first: the dataset a user imported last is the one they most likely want."""
         with self._session() as s:
-            return [self._dataset_dict(r) for r in s.scalars(select(DatasetRow).order_by(DatasetRow.name))]
+            q = select(DatasetRow).order_by(DatasetRow.created_at.desc(), DatasetRow.id.desc())
+            return [r.to_entity() for r in s.scalars(q)]
 
-    def dataset_info(self, name: str) -> dict | None:
+    def dataset_info(self, name: str) -> DatasetInfo | None:
         with self._session() as s:
             r = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
-            return self._dataset_dict(r) if r else None
+            return r.to_entity() if r else None
 
     def load_dataset(self, name: str) -> FERDataset:
         info = self.dataset_info(name)
         if info is None:
             raise NotFound(f"There is no dataset named {name!r}; import it first (`data import`).")
-        if not Path(info["path"]).exists():
-            raise NotFound(f"The files of dataset {name!r} are missing ({info['path']}); import it again.")
-        ds = FERDataset.load(info["path"])
+        if not Path(info.path).exists():
+            raise NotFound(f"The files of dataset {name!r} are missing ({info.path}); import it again.")
+        ds = FERDataset.load(info.path)
         ds.name = name
         return ds
 
@@ -192,29 +190,22 @@ class RunStore:
         if not still_used:
             Path(path).unlink(missing_ok=True)
 
-    @staticmethod
-    def _dataset_dict(r: DatasetRow) -> dict:
-        return {"name": r.name, "source": r.source, "fingerprint": r.fingerprint, "classes": r.classes,
-                "splits": r.splits, "class_counts": r.class_counts, "image_size": r.image_size,
-                "path": r.path, "synthetic": r.synthetic, "notes": r.notes or [],
-                "created_at": _iso(r.created_at)}
-
     # --- runs ------------------------------------------------------------------------------------
     @retry_locked
-    def create_run(self, config: RunConfig, status: str = "queued", group_kind: str | None = None,
-                   group_name: str | None = None, classes: list | None = None) -> dict:
+    def create_run(self, config: RunConfig, status: RunStatus = RunStatus.QUEUED, group_kind: str | None = None,
+                   group_name: str | None = None, classes: list | None = None) -> Run:
         with self._session.begin() as s:
-            row = RunRow(name=config.name or "", status=status, config=config.to_dict(), dataset=config.data,
+            row = RunRow(name=config.name or "", status=str(status), config=config.to_dict(), dataset=config.data,
                          classes=list(classes or config.classes), created_at=now(), progress={},
                          cancel_requested=False, group_kind=group_kind, group_name=group_name, summary={})
-            if status == "running":
+            if status == RunStatus.RUNNING:
                 row.started_at = row.heartbeat_at = now()
             s.add(row)
             s.flush()
             if not row.name:
                 row.name = f"run-{row.id}"
             s.flush()
-            return self._run_dict(s, row)
+            return row.to_entity(now=now())
 
     def resolve(self, run: int | str) -> int:
         """A run id from an id or a name (the newest run of that name)."""
@@ -228,39 +219,40 @@ class RunStore:
                 raise NotFound(f"There is no run with id or name {run!r}.")
             return rid
 
-    def get_run(self, run: int | str, epochs: bool = False) -> dict:
+    def get_run(self, run: int | str, epochs: bool = False) -> Run:
         rid = self.resolve(run)
         with self._session() as s:
-            r = s.get(RunRow, rid)
-            d = self._run_dict(s, r)
-            if epochs:
-                d["epochs"] = self._epochs(s, rid)
-            return d
+            return self._runs(s, [s.get(RunRow, rid)], epochs=epochs)[0]
 
-    def list_runs(self, status: str | None = None, group_name: str | None = None, limit: int | None = None) -> list[dict]:
+    def get_runs(self, ids: list[int], epochs: bool = False) -> list[Run]:
+        """Several runs by id in one round of queries, in the order asked (unknown ids are left out)."""
+        with self._session() as s:
+            rows = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.id.in_([int(i) for i in ids])))}
+            return self._runs(s, [rows[i] for i in map(int, ids) if i in rows], epochs=epochs)
+
+    def list_runs(self, status: RunStatus | None = None, group_name: str | None = None,
+                  limit: int | None = None) -> list[Run]:
         with self._session() as s:
             q = select(RunRow).order_by(RunRow.id.desc())
             if status:
-                q = q.where(RunRow.status == status)
+                q = q.where(RunRow.status == str(status))
             if group_name:
                 q = q.where(RunRow.group_name == group_name)
             if limit:
                 q = q.limit(limit)
-            rows = list(s.scalars(q))
-            tests = self._tests(s, [r.id for r in rows])
-            return [self._run_dict(s, r, tests.get(r.id)) for r in rows]
+            return self._runs(s, list(s.scalars(q)))
 
     def epochs(self, run: int | str) -> list[dict]:
         rid = self.resolve(run)
         with self._session() as s:
             return self._epochs(s, rid)
 
-    def evaluation(self, run: int | str, split: str = "test", full: bool = False) -> dict | None:
+    def evaluation(self, run: int | str, split: str = "test", full: bool = False) -> Evaluation | None:
         rid = self.resolve(run)
         with self._session() as s:
             e = s.scalar(select(EvaluationRow).where(EvaluationRow.run_id == rid, EvaluationRow.split == split)
                          .order_by(EvaluationRow.id.desc()).limit(1))
-            return self._eval_dict(e, full) if e else None
+            return e.to_entity(full) if e else None
 
     @retry_locked
     def update_run(self, run_id: int, **values) -> None:
@@ -270,13 +262,13 @@ class RunStore:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
     @retry_locked
-    def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
-        assert status in STATUSES
-        values = {"status": status, "error": error}
-        if status in ("finished", "failed", "cancelled"):
+    def set_status(self, run_id: int, status: RunStatus, error: str | None = None) -> None:
+        status = RunStatus(status)
+        values = {"status": str(status), "error": error}
+        if status.final:
             values["finished_at"] = now()
-        if status == "queued":
-            values.update(started_at=None, worker_id=None, heartbeat_at=None, cancel_requested=False)
+        if status == RunStatus.QUEUED:   # started_at stays: a resumed run's time counts from its first start
+            values.update(worker_id=None, heartbeat_at=None, cancel_requested=False, finished_at=None)
         with self._session.begin() as s:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
@@ -297,6 +289,17 @@ class RunStore:
             run.heartbeat_at = now()
 
     @retry_locked
+    def truncate_epochs(self, run_id: int, after: int) -> None:
+        """Drop the epoch rows after `after` (a resumed run redoes them) and recompute the run's summary."""
+        with self._session.begin() as s:
+            s.execute(delete(EpochRow).where(EpochRow.run_id == run_id, EpochRow.epoch > after))
+            summary: dict = {}
+            for e in s.scalars(select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.epoch)):
+                summary = _summary(summary, e.to_record())
+            run = s.get(RunRow, run_id)
+            run.summary = summary
+
+    @retry_locked
     def set_progress(self, run_id: int, progress: dict) -> bool:
         """Store live progress and beat the heart; returns True if a cancel was requested."""
         with self._session.begin() as s:
@@ -311,21 +314,22 @@ class RunStore:
                                 confusion=ev["confusion"], per_class=ev["per_class"],
                                 predictions=list(map(int, ev.get("predictions", []))),
                                 targets=list(map(int, ev.get("targets", []))),
-                                probs_path=ev.get("probs_path"), created_at=now()))
+                                probs_path=ev.get("probs_path"), macro_f1=ev.get("macro_f1"), created_at=now()))
             if split == "test":
                 run = s.get(RunRow, run_id)
                 run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}
 
     @retry_locked
-    def request_cancel(self, run: int | str) -> dict:
+    def request_cancel(self, run: int | str) -> Run:
         rid = self.resolve(run)
         with self._session.begin() as s:
             r = s.get(RunRow, rid)
-            if r.status == "queued":
-                r.status, r.finished_at, r.error = "cancelled", now(), "cancelled before it started"
-            elif r.status == "running":
+            if r.status == RunStatus.QUEUED:
+                r.status, r.finished_at, r.error = str(RunStatus.CANCELLED), now(), "cancelled before it started"
+            elif r.status == RunStatus.RUNNING:
                 r.cancel_requested = True
-            return self._run_dict(s, r)
+            s.flush()
+            return self._runs(s, [r])[0]
 
     @retry_locked
     def delete_run(self, run: int | str) -> None:
@@ -342,26 +346,28 @@ class RunStore:
             d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[RunStatus, int]:
         with self._session() as s:
             rows = s.execute(select(RunRow.status, func.count()).group_by(RunRow.status)).all()
-            return {st: 0 for st in STATUSES} | {k: int(v) for k, v in rows}
+            return {st: 0 for st in RunStatus} | {RunStatus(k): int(v) for k, v in rows}
 
     # --- the queue -------------------------------------------------------------------------------
     @retry_locked
-    def claim_next_run(self, worker_id: int, device: str = "") -> dict | None:
+    def claim_next_run(self, worker_id: int, device: str = "") -> Run | None:
         """Atomically move the oldest queued run to running for this worker (never two workers)."""
         for _ in range(20):
             with self._session.begin() as s:
-                rid = s.scalar(select(RunRow.id).where(RunRow.status == "queued").order_by(RunRow.id).limit(1))
+                rid = s.scalar(select(RunRow.id).where(RunRow.status == str(RunStatus.QUEUED)).order_by(RunRow.id)
+                               .limit(1))
                 if rid is None:
                     return None
                 t = now()
-                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == "queued").values(
-                    status="running", worker_id=worker_id, started_at=t, heartbeat_at=t, device=device,
-                    progress={}, error=None))
+                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == str(RunStatus.QUEUED)).values(
+                    status=str(RunStatus.RUNNING), worker_id=worker_id, heartbeat_at=t, device=device,
+                    started_at=func.coalesce(RunRow.started_at, t), progress={}, error=None,
+                    attempts=func.coalesce(RunRow.attempts, 0) + 1))
                 if res.rowcount == 1:
-                    return self._run_dict(s, s.get(RunRow, rid))
+                    return self._runs(s, [s.get(RunRow, rid)])[0]
         return None
 
     @retry_locked
@@ -379,82 +385,57 @@ class RunStore:
             s.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(
                 status=status, current_run=current_run, heartbeat_at=now()))
 
-    def list_workers(self, alive_within_s: float | None = None) -> list[dict]:
+    def list_workers(self, alive_within_s: float | None = None) -> list[Worker]:
         with self._session() as s:
             q = select(WorkerRow).where(WorkerRow.status != "stopped").order_by(WorkerRow.id)
             if alive_within_s is not None:
                 q = q.where(WorkerRow.heartbeat_at >= now() - timedelta(seconds=alive_within_s))
-            return [{"id": w.id, "pid": w.pid, "host": w.host, "device": w.device, "status": w.status,
-                     "current_run": w.current_run, "started_at": _iso(w.started_at),
-                     "heartbeat_at": _iso(w.heartbeat_at)} for w in s.scalars(q)]
+            return [w.to_entity() for w in s.scalars(q)]
 
     @retry_locked
     def reap_stale_runs(self, stale_after_s: float) -> list[int]:
         """Mark running runs whose heartbeat stopped as failed ("worker stopped"); their epochs stay."""
         cutoff = now() - timedelta(seconds=stale_after_s)
         with self._session.begin() as s:
-            ids = list(s.scalars(select(RunRow.id).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)))
+            running = str(RunStatus.RUNNING)
+            ids = list(s.scalars(select(RunRow.id).where(RunRow.status == running, RunRow.heartbeat_at < cutoff)))
             if ids:
-                s.execute(update(RunRow).where(RunRow.id.in_(ids), RunRow.status == "running").values(
-                    status="failed", finished_at=now(),
+                s.execute(update(RunRow).where(RunRow.id.in_(ids), RunRow.status == running).values(
+                    status=str(RunStatus.FAILED), finished_at=now(),
                     error="worker stopped: its heartbeat ended while the run was training"))
             s.execute(update(WorkerRow).where(WorkerRow.status != "stopped", WorkerRow.heartbeat_at < cutoff)
                       .values(status="stopped"))
             return ids
 
-    # --- dict views --------------------------------------------------------------------------------
-    def _tests(self, s: Session, ids: list[int]) -> dict[int, dict]:
+    # --- entities ----------------------------------------------------------------------------------
+    def _runs(self, s: Session, rows: list[RunRow], epochs: bool = False) -> list[Run]:
+        """Entities of run rows with their latest val and test evaluations, in two queries for any number."""
+        evals = self._latest_evaluations(s, [r.id for r in rows])
+        t = now()
+        return [r.to_entity(test=evals.get((r.id, "test")), val=evals.get((r.id, "val")),
+                            epochs=self._epochs(s, r.id) if epochs else None, now=t) for r in rows]
+
+    @staticmethod
+    def _latest_evaluations(s: Session, ids: list[int]) -> dict[tuple[int, str], Evaluation]:
         if not ids:
             return {}
         out = {}
-        q = select(EvaluationRow).where(EvaluationRow.run_id.in_(ids), EvaluationRow.split == "test") \
+        q = select(EvaluationRow).where(EvaluationRow.run_id.in_(ids), EvaluationRow.split.in_(("val", "test"))) \
             .order_by(EvaluationRow.id)
-        for e in s.scalars(q):
-            out[e.run_id] = self._eval_dict(e)
+        for e in s.scalars(q):   # ordered by id: the latest of each (run, split) wins
+            out[(e.run_id, e.split)] = e.to_entity()
         return out
-
-    def _run_dict(self, s: Session, r: RunRow, test: dict | None = None) -> dict:
-        if test is None:
-            e = s.scalar(select(EvaluationRow).where(EvaluationRow.run_id == r.id, EvaluationRow.split == "test")
-                         .order_by(EvaluationRow.id.desc()).limit(1))
-            test = self._eval_dict(e) if e else None
-        dur = None
-        if r.started_at:
-            dur = ((r.finished_at or now()) - r.started_at).total_seconds()
-        return {"id": r.id, "name": r.name, "status": r.status, "config": r.config, "dataset": r.dataset,
-                "dataset_fingerprint": r.dataset_fingerprint, "classes": r.classes or [],
-                "created_at": _iso(r.created_at), "started_at": _iso(r.started_at),
-                "finished_at": _iso(r.finished_at), "duration_s": dur, "device": r.device, "error": r.error,
-                "worker_id": r.worker_id, "heartbeat_at": _iso(r.heartbeat_at), "progress": r.progress or {},
-                "cancel_requested": bool(r.cancel_requested), "checkpoint": r.checkpoint, "log_path": r.log_path,
-                "group_kind": r.group_kind, "group_name": r.group_name, "n_params": r.n_params,
-                "summary": r.summary or {}, "test": test}
 
     @staticmethod
     def _epochs(s: Session, rid: int) -> list[dict]:
         rows = s.scalars(select(EpochRow).where(EpochRow.run_id == rid).order_by(EpochRow.epoch))
-        return [{"epoch": e.epoch, "train_loss": e.train_loss, "train_acc": e.train_acc, "val_loss": e.val_loss,
-                 "val_acc": e.val_acc, "lr": e.lr, "seconds": e.seconds, "images_per_s": e.images_per_s,
-                 "grad_norms": e.grad_norms or {}, **(e.extra or {})} for e in rows]
-
-    @staticmethod
-    def _eval_dict(e: EvaluationRow, full: bool = False) -> dict:
-        d = {"accuracy": e.accuracy, "n": e.n, "classes": e.classes, "confusion": e.confusion,
-             "per_class": e.per_class, "split": e.split, "dataset": e.dataset, "tta": e.tta,
-             "created_at": _iso(e.created_at)}
-        if full:
-            d.update(predictions=e.predictions, targets=e.targets, probs_path=e.probs_path)
-        return d
+        return [e.to_record() for e in rows]
 
 
 def _lost_schema_race(e: Exception) -> bool:
     """Another process created the same table, column or schema-version row a moment earlier."""
     text = str(e).lower()
     return any(s in text for s in ("already exists", "duplicate column", "unique constraint", "duplicate key"))
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat(timespec="seconds") if t else None
 
 
 def _clean(v):

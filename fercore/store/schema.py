@@ -1,10 +1,14 @@
-"""SQLAlchemy tables of the run store. Only fercore.store imports this module."""
+"""SQLAlchemy tables of the run store, each with the one `to_entity()` that turns its row into what callers get.
+Only fercore.store imports this module."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fercore.config import RunConfig
+from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 
 SCHEMA_VERSION = 1
 
@@ -32,7 +36,14 @@ class DatasetRow(Base):
     path: Mapped[str] = mapped_column(Text)            # the .npz with the arrays
     synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
     notes: Mapped[list] = mapped_column(JSON, default=list)
+    audit: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # duplicates, blanks (fercore.data.audit)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    def to_entity(self) -> DatasetInfo:
+        return DatasetInfo(name=self.name, source=self.source, fingerprint=self.fingerprint,
+                           classes=tuple(self.classes), splits=self.splits, class_counts=self.class_counts,
+                           image_size=self.image_size, path=self.path, synthetic=bool(self.synthetic),
+                           notes=tuple(self.notes or ()), audit=self.audit or {}, created_at=iso(self.created_at))
 
 
 class RunRow(Base):
@@ -59,6 +70,24 @@ class RunRow(Base):
     group_name: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     n_params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     summary: Mapped[dict] = mapped_column(JSON, default=dict)   # best/last metrics, cached for lists
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)   # times a worker claimed it
+
+    def to_entity(self, test: Evaluation | None = None, val: Evaluation | None = None,
+                  epochs: list[dict] | None = None, now: datetime | None = None) -> Run:
+        duration = None
+        if self.started_at:
+            duration = ((self.finished_at or now or self.started_at) - self.started_at).total_seconds()
+        return Run(id=self.id, name=self.name, status=RunStatus(self.status),
+                   config=RunConfig.from_stored(self.config), classes=tuple(self.classes or ()),
+                   dataset=self.dataset, dataset_fingerprint=self.dataset_fingerprint,
+                   created_at=iso(self.created_at), started_at=iso(self.started_at),
+                   finished_at=iso(self.finished_at), duration_s=duration, device=self.device, error=self.error,
+                   worker_id=self.worker_id, heartbeat_at=iso(self.heartbeat_at), progress=self.progress or {},
+                   cancel_requested=bool(self.cancel_requested), checkpoint=self.checkpoint,
+                   log_path=self.log_path, group_kind=self.group_kind, group_name=self.group_name,
+                   n_params=self.n_params, summary=self.summary or {}, attempts=self.attempts or 0,
+                   test=test, val=val,
+                   epochs=tuple(epochs) if epochs is not None else None)
 
 
 class EpochRow(Base):
@@ -77,6 +106,12 @@ class EpochRow(Base):
     grad_norms: Mapped[dict] = mapped_column(JSON, default=dict)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
 
+    def to_record(self) -> dict:
+        """An epoch is a row of metrics: a plain record, as the curves and tables consume it."""
+        return {"epoch": self.epoch, "train_loss": self.train_loss, "train_acc": self.train_acc,
+                "val_loss": self.val_loss, "val_acc": self.val_acc, "lr": self.lr, "seconds": self.seconds,
+                "images_per_s": self.images_per_s, "grad_norms": self.grad_norms or {}, **(self.extra or {})}
+
 
 class EvaluationRow(Base):
     __tablename__ = "evaluations"
@@ -93,7 +128,17 @@ class EvaluationRow(Base):
     predictions: Mapped[list] = mapped_column(JSON, default=list)   # predicted class index per image
     targets: Mapped[list] = mapped_column(JSON, default=list)
     probs_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # .npy of probabilities
+    macro_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    def to_entity(self, full: bool = False) -> Evaluation:
+        return Evaluation(split=self.split, accuracy=self.accuracy, n=self.n, classes=tuple(self.classes),
+                          confusion=tuple(tuple(r) for r in self.confusion), per_class=self.per_class,
+                          tta=self.tta, dataset=self.dataset, created_at=iso(self.created_at),
+                          macro_f1=self.macro_f1,
+                          predictions=tuple(self.predictions or ()) if full else (),
+                          targets=tuple(self.targets or ()) if full else (),
+                          probs_path=self.probs_path if full else None)
 
 
 class WorkerRow(Base):
@@ -106,3 +151,12 @@ class WorkerRow(Base):
     current_run: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+
+    def to_entity(self) -> Worker:
+        return Worker(id=self.id, pid=self.pid, host=self.host, device=self.device, status=self.status,
+                      current_run=self.current_run, started_at=iso(self.started_at),
+                      heartbeat_at=iso(self.heartbeat_at))
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="seconds") if t else None

@@ -33,8 +33,8 @@ class Detection:
 @st.cache_data(max_entries=16, show_spinner="Finding faces...")
 def detect(image_bytes: bytes) -> Detection:
     """Load an upload safely (ImageError with a plain sentence otherwise) and find its faces."""
-    from ..faces import draw_boxes, find_faces
-    from ..images import load_image
+    from fercore.predict.faces import draw_boxes, find_faces
+    from fercore.predict.images import load_image
     t0 = time.perf_counter()
     img = load_image(image_bytes)
     found = find_faces(img, size=48)
@@ -54,19 +54,17 @@ def scores(pred, crops: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def explain(run_id: int, checkpoint: str, crop: np.ndarray, target: int, method: str) -> tuple[np.ndarray, float]:
-    """The attribution overlay (RGB uint8, DISPLAY_SIDE square) of one face for one class, and its seconds."""
-    from ..explain import attribute, overlay
-    from ..models import saliency_target_layer
-    from . import state
+def explain(run_id: int, checkpoint: str, crop: np.ndarray, target: int,
+            method: str) -> tuple[np.ndarray, str | None, float]:
+    """The attribution overlay (RGB uint8, DISPLAY_SIDE square) of one face for one class, its note (a blank
+    Grad-CAM explained), and its seconds."""
+    from fercore.predict.predictor import explain_face
+    from fercore.ui import state
     pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
     with MODEL_LOCK:
-        layer = saliency_target_layer(pred.model) if method == "gradcam" else None
-        attr = attribute(pred.model, pred.input_tensor(crop), target, method, target_layer=layer)
-    seconds = time.perf_counter() - t0
-    face = np.asarray(Image.fromarray(crop).resize((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BICUBIC))
-    return overlay(face, attr), seconds
+        heat, note = explain_face(pred, crop, target, method, side=DISPLAY_SIDE)
+    return heat, note, time.perf_counter() - t0
 
 
 def enlarge(crop: np.ndarray) -> np.ndarray:

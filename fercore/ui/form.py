@@ -11,12 +11,13 @@ import statistics
 
 import streamlit as st
 
-from ..config import EMOTIONS, PRESETS, RunConfig, config_fields, preset_config
+from fercore.config import EMOTIONS, RunConfig, config_fields
+from fercore.presets import PRESETS, preset_config
+from fercore.store.entities import RunStatus
 
 GROUPS = {"data": "Data", "architecture": "Architecture", "transfer": "Transfer (ImageNet nets)",
           "augmentation": "Preprocessing & augmentation", "optimisation": "Optimisation", "run": "Run"}
 HIDDEN = {"preset"}                     # informational: set from the preset picker
-IMAGENET_ONLY = {"transfer", "input_mode"}
 STEPS = {"lr": 1e-4, "weight_decay": 1e-5, "momentum": 0.01, "rotation": 1.0, "grad_clip": 0.5, "mixup": 0.1}
 STATE = "train_form"
 NO_PRESET = "(none: the plain settings)"   # the first choice of every preset picker
@@ -61,8 +62,8 @@ def _ensure_state() -> dict:
 def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str], arch: str):
     meta, key, default = f.metadata, f"cfg_{f.name}", _default(f)
     label, help_ = f.name.replace("_", " "), meta["help"]
-    disabled = (meta["help"].startswith("Custom CNN") and arch != "custom") or \
-               (f.name in IMAGENET_ONLY and arch == "custom")
+    applies = meta.get("applies")   # RunConfig's field table says which architectures a setting is for
+    disabled = (applies == "custom" and arch != "custom") or (applies == "imagenet" and arch == "custom")
     if f.name == "data":
         options = list(dict.fromkeys(datasets + ["synthetic", st.session_state.get(key, "synthetic")]))
         return st.selectbox(label, options, key=key, help=help_)
@@ -111,22 +112,21 @@ def to_config(values: dict, preset: str = "") -> RunConfig:
 
 
 # --- time per epoch ------------------------------------------------------------------------------------------
-def _similar(a: dict, b: RunConfig) -> bool:
+def _similar(a: RunConfig, b: RunConfig) -> bool:
     keys = ("arch", "image_size") + (("conv_blocks", "filters", "convs_per_block") if b.arch == "custom"
                                      else ("transfer",))
-    target = b.to_dict()
-    return all(a.get(k) == target[k] for k in keys)
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 def epoch_estimate(store, config: RunConfig, on_gpu: bool) -> tuple[float | None, str]:
     """Seconds per epoch: measured throughput of similar finished runs on this kind of device if there are
     any, else the lessons' rough cost model. Returns (seconds, where the number comes from)."""
-    from ..estimate import estimate_runs, train_images
+    from fercore.teach.estimate import estimate_runs, train_images
     n, basis = train_images(config, store)
     kind = "cuda" if on_gpu else "cpu"
-    similar = [r for r in store.list_runs(status="finished", limit=200)
-               if (r.get("device") or "").startswith(kind) and _similar(r.get("config") or {}, config)][:10]
-    rates = [e["images_per_s"] for r in similar for e in store.epochs(r["id"]) if e.get("images_per_s")]
+    similar = [r for r in store.list_runs(status=RunStatus.FINISHED, limit=200)
+               if (r.device or "").startswith(kind) and _similar(r.config, config)][:10]
+    rates = [e["images_per_s"] for r in similar for e in store.epochs(r.id) if e.get("images_per_s")]
     if rates:
         return n / statistics.median(rates), (f"measured: {len(similar)} similar finished run(s) on this "
                                               f"{'GPU' if on_gpu else 'CPU'} trained "
@@ -136,8 +136,8 @@ def epoch_estimate(store, config: RunConfig, on_gpu: bool) -> tuple[float | None
     return float(seconds), f"a rough guess from the model's size (no similar run measured yet); {n:,} images, {basis}"
 
 
-def default_classes(datasets_info: list[dict]) -> list[str]:
+def default_classes(datasets_info) -> list[str]:
     names = list(EMOTIONS)
     for d in datasets_info:
-        names += [c for c in d["classes"] if c not in names]
+        names += [c for c in d.classes if c not in names]
     return names

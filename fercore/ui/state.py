@@ -15,9 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..config import ConfigError
-from ..data.dataset import DataError
-from ..store import NotFound, RunStore, default_db
+from fercore.errors import PathRefused, is_user_error, user_message
+from fercore.store import RunStore, default_db
 
 log = logging.getLogger("fercore.ui")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +46,6 @@ def app_ran() -> tuple[str, dict] | None:
 
 
 # --- errors a user can cause: one sentence on the page, never a traceback ------------------------
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from ..images import ImageError
-    from ..runfile import RunFileError
-    return (ConfigError, DataError, NotFound, RunFileError, ImageError, PathRefused, ValueError,
-            FileNotFoundError, PermissionError)
-
-
 @contextmanager
 def shown_errors(action: str):
     """Run a block; a user error becomes st.error with its sentence, anything else a short note
@@ -61,11 +53,11 @@ def shown_errors(action: str):
     try:
         yield
     except Exception as e:   # noqa: BLE001 - this is the UI's last line; Streamlit's own control flow is BaseException
-        if isinstance(e, user_error_types()):
+        if is_user_error(e):
             st.error(str(e))
         else:
             log.error("%s failed:\n%s", action, traceback.format_exc())
-            st.error(f"{action} failed unexpectedly ({type(e).__name__}: {e}). The details are in the server log.")
+            st.error(f"{action} failed: {user_message(e)} The details are in the server log.")
 
 
 # --- cached resources --------------------------------------------------------------------------------------
@@ -77,7 +69,7 @@ def db_url() -> str:
 def _store(url: str) -> RunStore:
     store = RunStore(url)
     try:
-        from ..runfile import ensure_starter
+        from fercore.jobs.runfile import ensure_starter
         ensure_starter(store)
     except Exception:   # noqa: BLE001 - a broken starter file must not keep the lab from opening
         log.error("could not register the starter model:\n%s", traceback.format_exc())
@@ -90,13 +82,13 @@ def get_store() -> RunStore:
 
 @st.cache_resource(max_entries=12, show_spinner="Loading the model...")
 def _predictor(url: str, run_id: int, checkpoint: str):
-    from ..inference import load_predictor
+    from fercore.predict.predictor import load_predictor
     return load_predictor(_store(url), run_id)
 
 
 def get_predictor(run: dict):
     """The loaded network of a finished run (cached per run id and checkpoint file)."""
-    return _predictor(db_url(), int(run["id"]), str(run.get("checkpoint")))
+    return _predictor(db_url(), int(run.id), str(run.checkpoint))
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the dataset...")
@@ -105,29 +97,25 @@ def _dataset(url: str, name: str, fingerprint: str):
 
 
 def get_dataset(name: str):
-    """A dataset of the store by name, or a synthetic set by its spec (made on the fly, never stored)."""
+    """The dataset a spec names (fercore.data.resolve), cached per process: a stored one by its fingerprint, a
+    synthetic one or a path by the spec (never added to the store from here)."""
     store = get_store()
     info = store.dataset_info(name)
     if info is not None:
-        return _dataset(db_url(), name, info["fingerprint"])
-    if name.startswith("synthetic"):
-        return _synthetic(name)
-    raise NotFound(f"The dataset {name!r} is not in this database; import it on the Data page.")
+        return _dataset(db_url(), name, info.fingerprint)
+    return _unstored(name)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Drawing the synthetic faces...")
-def _synthetic(spec: str):
-    from ..data.sources import load_source
-    return load_source(spec)
+@st.cache_resource(max_entries=4, show_spinner="Loading the dataset...")
+def _unstored(spec: str):
+    from fercore.data import resolve
+    return resolve(spec, get_store(), keep=False)
 
 
-def run_split_images(run: dict, split: str = "test"):
-    """(images, labels) of a run's `split` in the order training used, via prepare_for_run."""
-    from ..config import RunConfig
-    from ..data.dataset import prepare_for_run
-    cfg = RunConfig.from_dict(run["config"])
-    ds = get_dataset(run["dataset"] or cfg.data)
-    ds = prepare_for_run(ds, cfg.classes, cfg.split, cfg.split_ratios, cfg.split_seed, cfg.data_fraction, cfg.seed)
+def run_split_images(run, split: str = "test"):
+    """(images, labels) of a run's `split`: exactly the rows its training used (fercore.data.prepare_for_run)."""
+    from fercore.data import prepare_for_run
+    ds = prepare_for_run(get_dataset(run.dataset or run.config.data), run.config)
     return ds.arrays(split)
 
 
@@ -146,10 +134,6 @@ def training_device() -> str:
 
 
 # --- import paths typed by users: confined to allowed folders ----------------------------------------------
-class PathRefused(ValueError):
-    """A server path outside the folders users may import from."""
-
-
 def allowed_roots() -> list[Path]:
     """The working directory, ../shared/datasets when present, and FER_DATA_DIRS (os.pathsep-separated)."""
     roots = [Path.cwd()]

@@ -3,28 +3,30 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..config import RunConfig
+from fercore.config import RunConfig
+from fercore.store import Evaluation, Run
 
 # Run-table columns: the best/last/min of each metric, not just the last value.
-RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "best val acc", "last val acc",
-               "min val loss", "test acc", "epochs", "duration (s)", "device", "group", "created"]
+# "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint on val, with its TTA), the one
+# number every table, chip and title shows; the per-epoch best/last val accuracy are without TTA.
+RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
+               "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group", "created"]
 
 
-def runs_frame(runs: list[dict]) -> pd.DataFrame:
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for r in runs:
-        cfg, s = r.get("config") or {}, r.get("summary") or {}
+        cfg, s = r.config, r.summary
         rows.append({
-            "id": r["id"], "name": r["name"], "status": r["status"], "dataset": r.get("dataset") or cfg.get("data"),
-            "arch": cfg.get("arch"), "transfer": cfg.get("transfer"),
-            "classes": ", ".join(cfg.get("classes") or []) or "all",
+            "id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset or cfg.data,
+            "arch": cfg.arch, "transfer": cfg.transfer, "classes": ", ".join(cfg.classes) or "all",
+            "accuracy": r.accuracy, "test acc": r.test_accuracy,
             "best val acc": s.get("best_val_acc"), "last val acc": s.get("last_val_acc"),
-            "min val loss": s.get("min_val_loss"), "test acc": (r.get("test") or {}).get("accuracy"),
-            "epochs": s.get("epochs_done", 0), "duration (s)": r.get("duration_s"),
-            "device": r.get("device") or "", "group": r.get("group_name") or "", "created": r.get("created_at"),
+            "min val loss": s.get("min_val_loss"), "epochs": s.get("epochs_done", 0), "duration (s)": r.duration_s,
+            "device": r.device or "", "group": r.group_name or "", "created": r.created_at,
         })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    numeric = ["best val acc", "last val acc", "min val loss", "test acc", "duration (s)"]
+    numeric = ["accuracy", "best val acc", "last val acc", "min val loss", "test acc", "duration (s)"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 
@@ -39,7 +41,7 @@ def as_points(df: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 POINTS_FORMAT = "%.1f %%"
-ACCURACY_COLUMNS = ("best val acc", "last val acc", "test acc")
+ACCURACY_COLUMNS = ("accuracy", "test acc", "best val acc", "last val acc")
 
 
 def points_columns(columns=ACCURACY_COLUMNS) -> dict:
@@ -62,33 +64,33 @@ def filter_runs(df: pd.DataFrame, statuses=(), datasets=(), archs=(), text: str 
     return df
 
 
-def config_diff_frame(runs: list[dict]) -> pd.DataFrame:
+def config_diff_frame(runs: list[Run]) -> pd.DataFrame:
     """Settings that differ between the runs (rows) by run (columns); empty when all agree."""
     defaults = RunConfig().to_dict()
-    configs = [{**defaults, **(r.get("config") or {})} for r in runs]
+    configs = [r.config.to_dict() for r in runs]
     keys = [k for k in defaults if k != "name" and any(_show(c[k]) != _show(configs[0][k]) for c in configs[1:])]
-    data = {f"{r['id']} · {r['name']}": [_show(c[k]) for k in keys] for r, c in zip(runs, configs)}
+    data = {f"{r.id} · {r.name}": [_show(c[k]) for k in keys] for r, c in zip(runs, configs)}
     return pd.DataFrame(data, index=pd.Index(keys, name="setting"))
 
 
-def per_class_frame(runs: list[dict], evaluations: dict[int, dict] | None = None) -> pd.DataFrame:
+def per_class_frame(runs: list[Run], evaluations: dict[int, Evaluation] | None = None) -> pd.DataFrame:
     """Long format: run, class, precision, recall, f1, support (from `evaluations[run id]`, by default each
-    run's test evaluation)."""
+    run's scored evaluation: test when it has one, else val)."""
     rows = []
     for r in runs:
-        ev = evaluations.get(r["id"]) if evaluations is not None else r.get("test")
-        for cls, m in ((ev or {}).get("per_class") or {}).items():
-            rows.append({"run": f"{r['id']} · {r['name']}", "class": cls, **{k: m.get(k) for k in
+        ev = evaluations.get(r.id) if evaluations is not None else r.scored
+        for cls, m in (ev.per_class if ev else {}).items():
+            rows.append({"run": f"{r.id} · {r.name}", "class": cls, **{k: m.get(k) for k in
                                                                             ("precision", "recall", "f1", "support")}})
     return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
 
 
-def comparison_csv(runs: list[dict]) -> str:
+def comparison_csv(runs: list[Run]) -> str:
     """One row per run: metrics, every differing setting, per-class F1: what a report table needs."""
     base = runs_frame(runs).set_index("id")
     diff = config_diff_frame(runs).T
-    diff.index = [r["id"] for r in runs]
-    f1 = {r["id"]: {f"f1 {c}": m.get("f1") for c, m in ((r.get("test") or {}).get("per_class") or {}).items()}
+    diff.index = [r.id for r in runs]
+    f1 = {r.id: {f"f1 {c}": m.get("f1") for c, m in (r.scored.per_class if r.scored else {}).items()}
           for r in runs}
     out = base.join(diff.add_prefix("config "), how="left").join(pd.DataFrame.from_dict(f1, orient="index"),
                                                                how="left")

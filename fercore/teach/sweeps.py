@@ -25,7 +25,9 @@ import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
+from fercore.config import ConfigError, RunConfig
+from fercore.errors import SweepError
+from fercore.store.entities import Run, RunStatus
 
 METHODS = ("grid", "random", "bayes")
 BAYES_FIRST_BATCH = 4          # runs queued at once: TPE's random start-up phase, trained in parallel or in turn
@@ -34,9 +36,6 @@ MAX_DRAWS = 200                # random draws tried before giving up on a space 
 UNSWEEPABLE = ("name", "preset", "data")   # bookkeeping, or a change of dataset rather than of a setting
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
-
-class SweepError(ValueError):
-    """A sweep that cannot be started; the message is a plain sentence."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def _queue(store, sweep: str, base: RunConfig, i: int, params: dict) -> dict:
         config = base.replace(**params, name=f"{sweep}-t{i}")
     except ConfigError as e:
         raise SweepError(f"Trial {i} of sweep {sweep} ({_fmt(params)}) is not a valid run: {e}") from None
-    return store.create_run(config, status="queued", group_kind="sweep", group_name=sweep)
+    return store.create_run(config, status=RunStatus.QUEUED, group_kind="sweep", group_name=sweep)
 
 
 def _valid(base: RunConfig, params: dict) -> bool:
@@ -206,20 +205,20 @@ def _valid(base: RunConfig, params: dict) -> bool:
 
 
 # --- Bayesian search with Optuna's TPE ----------------------------------------------------------------------
-def on_run_finished(store, run: dict) -> list[dict]:
+def on_run_finished(store, run: Run) -> list[Run]:
     """Called by the worker after a sweep run ends: a Bayesian sweep queues its next trial until the budget
     is spent. Returns the runs queued (none for other runs and other methods)."""
-    if run.get("group_kind") != "sweep" or not run.get("group_name"):
+    if run.group_kind != "sweep" or not run.group_name:
         return []
-    spec = load_spec(store, run["group_name"])
+    spec = load_spec(store, run.group_name)
     if spec is None or spec["method"] != "bayes":
         return []
     runs = _sweep_runs(store, spec["name"])
     # Ask only when the sweep has nothing left in the queue: then each proposal sees every result but those
     # still training, and the worker never waits for one.
-    if len(runs) >= spec["trials"] or any(r["status"] == "queued" for r in runs):
+    if len(runs) >= spec["trials"] or any(r.status == RunStatus.QUEUED for r in runs):
         return []
-    base = RunConfig.from_dict(runs[0]["config"])
+    base = runs[0].config
     params = parse_space(spec["space"], base)
     pick = _bayes_pick(store, spec["name"], base, params, spec.get("seed", 0))
     return [_queue(store, spec["name"], base, len(runs) + 1, pick)]
@@ -236,7 +235,7 @@ def _bayes_pick(store, sweep: str, base: RunConfig, params: dict, seed: int, pen
                                          constant_liar=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for r in runs:
-        values = {k: _to_optuna(r["config"].get(k)) for k in params}
+        values = {k: _to_optuna(getattr(r.config, k)) for k in params}
         if all(_in_choices(dists[k], v) for k, v in values.items()):   # a run outside the space teaches nothing
             study.add_trial(_frozen_trial(r, values, dists, store))
     for p in pending:
@@ -252,18 +251,18 @@ def _bayes_pick(store, sweep: str, base: RunConfig, params: dict, seed: int, pen
     raise SweepError("Almost every setting TPE proposes gives an invalid run config; narrow the ranges.")
 
 
-def _frozen_trial(run: dict, values: dict, dists: dict, store):
+def _frozen_trial(run: Run, values: dict, dists: dict, store):
     """A stored run as an Optuna trial: finished -> its best val accuracy; failed -> pruned at its last epoch
     (worse than any finished trial, so TPE steers away); queued/running -> running; cancelled -> failed."""
     from optuna.trial import TrialState, create_trial
-    status = run["status"]
-    acc = (run.get("summary") or {}).get("best_val_acc")
-    if status == "finished" and acc is not None:
+    status = run.status
+    acc = run.summary.get("best_val_acc")
+    if status == RunStatus.FINISHED and acc is not None:
         return create_trial(state=TrialState.COMPLETE, value=float(acc), params=values, distributions=dists)
-    if status in ("queued", "running"):
+    if RunStatus(status).active:
         return create_trial(state=TrialState.RUNNING, params=values, distributions=dists)
-    if status == "failed":
-        curve = {int(e["epoch"]): float(e["val_acc"]) for e in store.epochs(run["id"]) if e.get("val_acc") is not None}
+    if status == RunStatus.FAILED:
+        curve = {int(e["epoch"]): float(e["val_acc"]) for e in store.epochs(run.id) if e.get("val_acc") is not None}
         return create_trial(state=TrialState.PRUNED, params=values, distributions=dists, intermediate_values=curve)
     return create_trial(state=TrialState.FAIL, params=values, distributions=dists)
 
@@ -312,42 +311,42 @@ def sweep_table(store, name: str) -> list[dict]:
         raise SweepError(f"There is no sweep named {name!r}.")
     spec = load_spec(store, name)
     swept = list(spec["space"]) if spec else _varying_fields(runs)
-    return [{"trial": i, "id": r["id"], "name": r["name"], "status": r["status"],
-             "params": {k: r["config"].get(k) for k in swept},
-             "best_val_acc": (r.get("summary") or {}).get("best_val_acc"),
-             "test_acc": (r.get("test") or {}).get("accuracy")} for i, r in enumerate(runs, start=1)]
+    return [{"trial": i, "id": r.id, "name": r.name, "status": str(r.status),
+             "params": {k: getattr(r.config, k) for k in swept},
+             "best_val_acc": r.summary.get("best_val_acc"),
+             "test_acc": r.test_accuracy} for i, r in enumerate(runs, start=1)]
 
 
 def best_trial(store, name: str) -> dict | None:
     """The finished trial with the highest best val accuracy (None while none has finished)."""
-    done = [row for row in sweep_table(store, name) if row["status"] == "finished" and row["best_val_acc"] is not None]
+    done = [row for row in sweep_table(store, name) if row["status"] == RunStatus.FINISHED and row["best_val_acc"] is not None]
     return max(done, key=lambda row: row["best_val_acc"]) if done else None
 
 
 def list_sweeps(store) -> list[dict]:
     """Every sweep in the store: {"name", "method", "trials", "runs", "finished", "done"}."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Run]] = {}
     for r in store.list_runs():
-        if r.get("group_kind") == "sweep" and r.get("group_name"):
-            groups.setdefault(r["group_name"], []).append(r)
+        if r.group_kind == "sweep" and r.group_name:
+            groups.setdefault(r.group_name, []).append(r)
     out = []
     for name, runs in sorted(groups.items()):
         spec = load_spec(store, name) or {}
-        finished = sum(r["status"] == "finished" for r in runs)
-        active = any(r["status"] in ("queued", "running") for r in runs)
+        finished = sum(r.status == RunStatus.FINISHED for r in runs)
+        active = any(r.status.active for r in runs)
         trials = spec.get("trials", len(runs))
         out.append({"name": name, "method": spec.get("method"), "trials": trials, "runs": len(runs),
                     "finished": finished, "done": not active and (spec.get("method") != "bayes" or len(runs) >= trials)})
     return out
 
 
-def _sweep_runs(store, name: str) -> list[dict]:
-    return sorted(store.list_runs(group_name=name), key=lambda r: r["id"])
+def _sweep_runs(store, name: str) -> list[Run]:
+    return sorted(store.list_runs(group_name=name), key=lambda r: r.id)
 
 
-def _varying_fields(runs: list[dict]) -> list[str]:
-    first = runs[0]["config"]
-    return [k for k in first if k != "name" and any(r["config"].get(k) != first[k] for r in runs[1:])]
+def _varying_fields(runs: list[Run]) -> list[str]:
+    first = runs[0].config.to_dict()
+    return [k for k in first if k != "name" and any(r.config.to_dict()[k] != first[k] for r in runs[1:])]
 
 
 def _spec_path(store, name: str, create: bool = True) -> Path:

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import make_batch_transform
-from .config import RunConfig
-from .data.dataset import DataError, FERDataset
-from .metrics import evaluation_record
-from .runfile import RunFileError, load_model
-from .train import predict_probs
+from fercore.augment import make_batch_transform
+from fercore.config import RunConfig
+from fercore.data.dataset import DataError, FERDataset
+from fercore.errors import RunFileError, UserError
+from fercore.metrics import evaluation_record
+from fercore.models.checkpoint import load_model
+from fercore.store.entities import RunStatus
+from fercore.train import predict_probs
 
 
 @dataclass
@@ -41,17 +43,17 @@ class Predictor:
 
 def load_predictor(store, run) -> Predictor:
     info = store.get_run(run)
-    if info["status"] != "finished" or not info.get("checkpoint"):
-        raise RunFileError(f"Run {info['name']!r} has no trained model yet (status {info['status']}).")
-    if not Path(info["checkpoint"]).exists():
-        raise RunFileError(f"The checkpoint of run {info['name']!r} is missing ({info['checkpoint']}).")
-    model, content = load_model(Path(info["checkpoint"]))
+    if info.status != RunStatus.FINISHED or not info.checkpoint:
+        raise RunFileError(f"Run {info.name!r} has no trained model yet (status {info.status}).")
+    if not Path(info.checkpoint).exists():
+        raise RunFileError(f"The checkpoint of run {info.name!r} is missing ({info.checkpoint}).")
+    model, content = load_model(Path(info.checkpoint))
     return Predictor(info, model, content["config"], content["classes"], content["mean"], content["std"])
 
 
 def classify_faces(pred: Predictor, img) -> dict:
     """Faces of a PIL image with class probabilities: the `predict` JSON shape (without `image`)."""
-    from .faces import find_faces
+    from fercore.predict.faces import find_faces
     found = find_faces(img, size=48)
     probs = pred.probs(found.crops)
     faces = []
@@ -62,7 +64,7 @@ def classify_faces(pred: Predictor, img) -> dict:
 
 
 def predict_image(pred: Predictor, path: Path) -> dict:
-    from .images import ImageError, load_image
+    from fercore.predict.images import ImageError, load_image
     try:
         img = load_image(path)
     except (ImageError, OSError) as e:
@@ -83,45 +85,85 @@ def boxes_in_file_pixels(faces: list[dict], img) -> None:
             face["box"] = [int(round(v * scale)) for v in face["box"]]
 
 
+def explain_face(pred: Predictor, crop: np.ndarray, target: int, method: str,
+                 side: int = 192) -> tuple[np.ndarray, str | None]:
+    """The attribution of one face for one class painted over the face enlarged to `side` pixels (RGB uint8),
+    and a note when the map needed explaining. Integrated Gradients and Occlusion start from a black face
+    (pixel value 0, normalised as the network sees it). A Grad-CAM that comes out blank (no positive
+    gradient at the last conv layer) falls back to earlier conv layers, and the note says so."""
+    from PIL import Image
+    from torch import nn
+
+    from fercore.models import saliency_target_layer
+    from fercore.predict.explain import attribute, overlay
+    x = pred.input_tensor(crop)
+    black = float(pred.input_tensor(np.zeros_like(crop)).flatten()[0])
+    layers = [None]
+    if method == "gradcam":
+        last = saliency_target_layer(pred.model)
+        convs = [m for m in pred.model.modules() if isinstance(m, nn.Conv2d)]
+        earlier = convs[:convs.index(last)] if last in convs else convs[:-1]
+        layers = [last] + earlier[::-1][:3]
+    note = None
+    for depth, layer in enumerate(layers):
+        attr = attribute(pred.model, x, target, method, target_layer=layer, baseline=black)
+        if float(attr.max()) > 0:
+            if depth:
+                note = (f"Grad-CAM at the last conv layer was blank (no positive gradient there for this class), "
+                        f"so this map is from {depth} conv layer(s) earlier.")
+            break
+    else:
+        if method == "gradcam":
+            note = "Grad-CAM is blank for this class: no conv layer has a positive gradient towards it."
+    face = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
+    return overlay(face, attr), note
+
+
 def explain_image(pred: Predictor, path: Path, method: str, out: Path, face: int = 1) -> dict:
     from PIL import Image
 
-    from .explain import attribute, overlay
-    from .images import load_image
-    from .models import saliency_target_layer
+    from fercore.predict.images import load_image
     img = load_image(path)
     res = classify_faces(pred, img)
     if not 1 <= face <= len(res["faces"]):
-        raise ValueError(f"The image has {len(res['faces'])} face(s); choose --face between 1 and "
-                         f"{len(res['faces'])}.")
+        raise UserError(f"The image has {len(res['faces'])} face(s); choose --face between 1 and "
+                        f"{len(res['faces'])}.")
     crop = res["crops"][face - 1]
     top = res["faces"][face - 1]["top"]
     boxes_in_file_pixels(res["faces"], img)
     t0 = time.perf_counter()
-    attr = attribute(pred.model, pred.input_tensor(crop), pred.classes.index(top), method,
-                     target_layer=saliency_target_layer(pred.model) if method == "gradcam" else None)
-    heat = overlay(np.asarray(Image.fromarray(crop).resize((192, 192))), attr)
+    heat, note = explain_face(pred, crop, pred.classes.index(top), method)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(heat).save(out)
     return {"image": str(path), "face": face, "box": res["faces"][face - 1]["box"], "top": top,
-            "method": method, "out": str(out), "seconds": time.perf_counter() - t0}
+            "method": method, "out": str(out), "note": note, "seconds": time.perf_counter() - t0}
 
 
 def evaluate_run(store, run, data: str, split: str = "test", tta: str | None = None) -> dict:
-    """Evaluate a saved run on any dataset; classes are matched by name (a subset model sees its subset)."""
-    from .runner import open_dataset
+    """Evaluate a saved run on any dataset; classes are matched by name (a subset model sees its subset).
+
+    On the run's own dataset (same content), the images are split exactly as the run's training split them
+    (fercore.data.prepare_for_run), so `--split test` scores the run's own test rows and never an image it
+    trained on. On another dataset, the source's own split is scored. `scored` in the result says which."""
+    from fercore.data import prepare_for_run, resolve
     pred = load_predictor(store, run)
-    ds = open_dataset(store, data)
-    ds = match_classes(ds, pred.classes)
+    ds = resolve(data, store)
+    own = pred.run.dataset_fingerprint is not None and ds.fingerprint() == pred.run.dataset_fingerprint
+    if own:
+        ds = prepare_for_run(ds, pred.config)
+        scored = f"the run's own {split} split ({pred.config.split} split of {data})"
+    else:
+        ds = match_classes(ds, pred.classes)
+        scored = f"the {split} split of {data} as the source defines it (not the dataset this run trained on)"
     x, y = ds.arrays(split)
     if len(x) == 0:
-        raise DataError(f"The dataset {data!r} has no {split} images of the classes {', '.join(pred.classes)}.")
+        raise DataError(f"The dataset {data!r} has no {split} images of the classes {', '.join(pred.classes)}"
+                        + (" in this run's split." if own else "."))
     tta = tta or pred.config.tta
     probs = pred.probs(x, tta)
     ev = evaluation_record(probs, y, pred.classes, tta)
-    ev["dataset"] = data
-    ev["split"] = split
+    ev.update(dataset=data, split=split, scored=scored, own_split=own)
     return ev
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fercore.errors import ImageError
 
 MAX_PIXELS = 60_000_000       # refuse anything bigger before decoding a single pixel
 MAX_FILE_BYTES = 100_000_000  # a real photo is a few MB; never read a huge file into memory
@@ -28,9 +31,6 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 NOT_AN_IMAGE = "This file is not an image we can read (JPEG, PNG or WebP)."
 CORRUPT = "The image is truncated or corrupt."
 
-
-class ImageError(ValueError):
-    """An upload we refuse; the message is a plain sentence."""
 
 
 def load_image(src: str | Path | bytes | BinaryIO) -> Image.Image:

@@ -1,7 +1,7 @@
 """Honest time estimates for a set of runs before they start: a simple cost model, not a measurement."""
 from __future__ import annotations
 
-from .config import EMOTIONS, RunConfig
+from fercore.config import EMOTIONS, RunConfig
 
 # Training images per class of the datasets a class usually picks (FER2013 Training split; the synthetic
 # set is balanced, 80 % of its images train). Unknown names are assumed FER2013-sized.
@@ -25,7 +25,7 @@ def train_images(config: RunConfig, store=None) -> tuple[int, str]:
     counts, basis = None, ""
     info = store.dataset_info(config.data) if store is not None else None
     if info:
-        counts, basis = dict(info["class_counts"]["train"]), f"dataset {config.data!r}"
+        counts, basis = dict(info.class_counts["train"]), f"dataset {config.data!r}"
     elif config.data.startswith("synthetic"):
         n = int(config.data.split(":")[1]) if ":" in config.data else 2100
         counts, basis = {c: 0.8 * n / len(EMOTIONS) for c in EMOTIONS}, f"synthetic ({n} faces)"

@@ -1,19 +1,27 @@
 """What a lesson's finished runs showed: outcomes per run and the summary sentences.
 
 Each summarise function turns the numbers of finished runs into plain sentences, and says so when the runs
-did NOT show the expected direction. Used by the lesson registry in fercore.lessons."""
+did NOT show the expected direction. Used by the lesson registry in fercore.teach.lessons."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Protocol
 
-from .diagnosis import diagnose
+from fercore.store.entities import Run, RunStatus
+from fercore.teach.diagnosis import diagnose
 
-if TYPE_CHECKING:
-    from .lessons import Lesson
 
-DONE = ("finished", "failed", "cancelled")
+class Lesson(Protocol):
+    """What a summary needs of a lesson (fercore.teach.lessons.Lesson): its values and how to name them."""
+    values: tuple
+
+    def value_of(self, config) -> object: ...
+
+    def describe(self, value) -> str: ...
+
+DONE = tuple(s for s in RunStatus if s.final)
 # Accuracy differences below one point are noise: the sampling std of an accuracy near 60 % on FER2013's
 # 3,589 val images is 0.8 points, and far more on a small synthetic or fractional val set.
 ACC_TOLERANCE = 0.01
@@ -26,12 +34,12 @@ NOISE_HINT = ("with few epochs, a fraction of the data or a single seed, noise c
 class Outcome:
     """One run of a lesson, reduced to the numbers the summaries talk about."""
     value: object
-    run: dict
+    run: Run
     epochs: list[dict]
 
     @property
     def ok(self) -> bool:
-        return self.run["status"] == "finished" and any(e.get("val_acc") is not None for e in self.epochs)
+        return self.run.status == RunStatus.FINISHED and any(e.get("val_acc") is not None for e in self.epochs)
 
     def series(self, key: str) -> list[float]:
         return [float(e[key]) for e in self.epochs if isinstance(e.get(key), (int, float))
@@ -61,20 +69,20 @@ class Outcome:
         return sum(s) / len(s) if s else None
 
     def findings(self) -> dict[str, dict]:
-        return {f["kind"]: f for f in diagnose(self.run, self.epochs, self.run.get("test"))}
+        return {f["kind"]: f for f in diagnose(self.run, self.epochs)}
 
 
-def outcomes(lesson: "Lesson", runs: list[dict], epochs_by_run: dict) -> tuple[list[Outcome], str]:
+def outcomes(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> tuple[list[Outcome], str]:
     """The lesson's runs in the order of its values, and a sentence about those that did not finish."""
     out, problems = [], []
     for r in runs:
-        v = lesson.value_of(r.get("config") or {})
+        v = lesson.value_of(r.config)
         if v is None:
             continue
-        o = Outcome(v, r, list(epochs_by_run.get(r["id"], [])))
+        o = Outcome(v, r, list(epochs_by_run.get(r.id, [])))
         out.append(o)
         if not o.ok:
-            problems.append(f"{lesson.describe(v)} {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
+            problems.append(f"{lesson.describe(v)} {r.status}" + (f" ({r.error})" if r.error else ""))
     out.sort(key=lambda o: lesson.values.index(o.value))
     note = ("Not every run finished: " + "; ".join(problems) + ". ") if problems else ""
     return out, note
@@ -101,7 +109,7 @@ def _diagnosis_notes(lesson, done: list[Outcome]) -> str:
 
 def summarize_accuracy(better, why: str) -> Callable:
     """Expect the run with value `better` to reach the best val accuracy, for the reason `why`."""
-    def summarize(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+    def summarize(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
         outs, note = outcomes(lesson, runs, epochs_by_run)
         done = [o for o in outs if o.ok]
         target = next((o for o in done if o.value == better), None)
@@ -131,7 +139,7 @@ def summarize_accuracy(better, why: str) -> Callable:
 
 def summarize_close(tolerance: float, expected: str) -> Callable:
     """Expect the runs to end within `tolerance` of each other (a setting that should not matter much)."""
-    def summarize(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+    def summarize(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
         outs, note = outcomes(lesson, runs, epochs_by_run)
         done = [o for o in outs if o.ok]
         if len(done) < 2:
@@ -156,7 +164,7 @@ def summarize_close(tolerance: float, expected: str) -> Callable:
     return summarize
 
 
-def summarize_epochs(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+def summarize_epochs(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
     outs, note = outcomes(lesson, runs, epochs_by_run)
     done = [o for o in outs if o.ok]
     if not done:
@@ -184,7 +192,7 @@ def summarize_epochs(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> s
     return note + text
 
 
-def summarize_dropout(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+def summarize_dropout(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
     outs, note = outcomes(lesson, runs, epochs_by_run)
     done = [o for o in outs if o.ok and o.gap is not None]
     if len(done) < 2:
@@ -207,7 +215,7 @@ def summarize_dropout(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> 
     return note + text
 
 
-def summarize_batch_size(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+def summarize_batch_size(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
     outs, note = outcomes(lesson, runs, epochs_by_run)
     done = [o for o in outs if o.ok]
     if len(done) < 2:
@@ -227,36 +235,37 @@ def summarize_batch_size(lesson: Lesson, runs: list[dict], epochs_by_run: dict) 
     return note + text
 
 
-def summarize_class_weights(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+def summarize_class_weights(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
     outs, note = outcomes(lesson, runs, epochs_by_run)
-    done = [o for o in outs if o.ok and (o.run.get("test") or {}).get("per_class")]
-    if len(done) < 2:
-        return note + "Too few runs finished with a test evaluation to compare."
-    per_class = done[0].run["test"]["per_class"]
+    done = [o for o in outs if o.ok and o.run.scored and o.run.scored.per_class]
+    if len(done) < 2 or {o.value for o in done} != {False, True}:
+        return note + "Too few runs finished with an evaluation to compare."
+    split = done[0].run.scored.split   # test when the runs have one, else val
+    per_class = done[0].run.scored.per_class
     rare = "disgust" if "disgust" in per_class else min(per_class, key=lambda c: per_class[c]["support"])
-    recall = {o.value: o.run["test"]["per_class"][rare]["recall"] for o in done}
-    acc = {o.value: o.run["test"]["accuracy"] for o in done}
-    off, on = recall.get(False), recall.get(True)
-    text = f"Test recall of {rare} (the rarest class): without weights {_pct(off)}, with weights {_pct(on)}; " \
-           f"overall test accuracy {_pct(acc[False])} vs {_pct(acc[True])}. "
+    recall = {o.value: o.run.scored.recall(rare) or 0.0 for o in done}
+    acc = {o.value: o.run.scored.accuracy for o in done}
+    off, on = recall[False], recall[True]
+    text = f"{split.capitalize()} recall of {rare} (the rarest class): without weights {_pct(off)}, with weights " \
+           f"{_pct(on)}; overall {split} accuracy {_pct(acc[False])} vs {_pct(acc[True])}. "
     if on - off > ACC_TOLERANCE:
         text += f"As expected, weighting the loss by inverse class frequency makes the network find more {rare} " \
                 "faces, usually at a small cost in overall accuracy."
     else:
         text += f"These runs did NOT show the expected rise in {rare} recall with class weights"
         text += " (the classes are balanced in this dataset, so weights change little)." if \
-            _balanced(done[0].run["test"]) else f"; {NOISE_HINT}."
+            _balanced(per_class) else f"; {NOISE_HINT}."
     return note + text
 
 
-def summarize_grad_clip(lesson: Lesson, runs: list[dict], epochs_by_run: dict) -> str:
+def summarize_grad_clip(lesson: Lesson, runs: list[Run], epochs_by_run: dict) -> str:
     outs, note = outcomes(lesson, runs, epochs_by_run)
     clipped = next((o for o in outs if o.value), None)
     plain = next((o for o in outs if not o.value), None)
     if clipped is None or plain is None:
         return note + "Too few runs to compare."
     if not plain.ok and clipped.ok:
-        return note + f"As expected, the unclipped run did not get through training ({plain.run.get('error')}) " \
+        return note + f"As expected, the unclipped run did not get through training ({plain.run.error}) " \
                       f"while the clipped one reached {_pct(clipped.best_val_acc)}: clipping caps each step, so one " \
                       "bad batch cannot throw the weights away."
     if not clipped.ok:
@@ -283,7 +292,7 @@ def _mean_dead(o: Outcome) -> float | None:
     return sum(last.values()) / len(last) if last else None
 
 
-def _balanced(test: dict) -> bool:
-    support = [m["support"] for m in test["per_class"].values()]
+def _balanced(per_class: dict) -> bool:
+    support = [m["support"] for m in per_class.values()]
     return max(support) <= 1.5 * max(min(support), 1)
 

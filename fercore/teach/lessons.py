@@ -7,21 +7,30 @@ computed from their numbers, and saying so plainly when they did not show the ex
 
 `list_lessons` is what `lesson list --json` prints, `start_lesson` queues a lesson's runs as one
 group, `lesson_status` tells a page whether they are done and what they showed. The time estimate
-comes from fercore.estimate (a cost model, not a measurement); the summaries from fercore.lesson_outcomes.
+comes from fercore.teach.estimate (a cost model, not a measurement); the summaries from fercore.teach.summaries.
 """
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from .config import RunConfig
-
-from .estimate import estimate_runs
-from .lesson_outcomes import (ACC_TOLERANCE, DONE,
-                              summarize_accuracy, summarize_batch_size, summarize_class_weights,
-                              summarize_close, summarize_dropout, summarize_epochs, summarize_grad_clip)
+from fercore.config import RunConfig
+from fercore.errors import NotFound
+from fercore.store.entities import Run, RunStatus
+from fercore.teach.estimate import estimate_runs
+from fercore.teach.summaries import (
+    ACC_TOLERANCE,
+    DONE,
+    summarize_accuracy,
+    summarize_batch_size,
+    summarize_class_weights,
+    summarize_close,
+    summarize_dropout,
+    summarize_epochs,
+    summarize_grad_clip,
+)
 
 # A small CNN: three blocks of two 3x3 convs with BatchNorm, light augmentation, Adam 1e-3. On FER2013 it
 # reaches ~60 % in 15 epochs at a few seconds an epoch on a GPU; each lesson changes only what it needs.
@@ -67,10 +76,10 @@ class Lesson:
         """'lr 0.01', 'batchnorm off', 'augmentation on'."""
         return f"{self.factor} {self.label(value)}"
 
-    def value_of(self, config: dict):
+    def value_of(self, config: RunConfig):
         """Which of the lesson's values a run's config holds (None if none)."""
         for v in self.values:
-            if all(_same(config.get(k), x) for k, x in self.changes(v).items()):
+            if all(_same(getattr(config, k, None), x) for k, x in self.changes(v).items()):
                 return v
         return None
 
@@ -193,7 +202,7 @@ LESSONS: dict[str, Lesson] = {l.name: l for l in [
 # --- public API ---------------------------------------------------------------------------------------
 def get_lesson(name: str) -> Lesson:
     if name not in LESSONS:
-        raise ValueError(f"There is no lesson named {name!r}; the lessons are {', '.join(LESSONS)}.")
+        raise NotFound(f"There is no lesson named {name!r}; the lessons are {', '.join(LESSONS)}.")
     return LESSONS[name]
 
 
@@ -224,25 +233,25 @@ def list_lessons(data: str = "synthetic", epochs: int | None = None, fraction: f
 
 
 def start_lesson(store, name: str, data: str = "synthetic", epochs: int | None = None,
-                 fraction: float | None = None, classes=()) -> list[dict]:
+                 fraction: float | None = None, classes=()) -> list[Run]:
     """Queue the lesson's runs as one group (group_kind "lesson", group_name "<lesson>-<suffix>")."""
     configs = lesson_configs(name, data, epochs, fraction, classes)
     if not (data.startswith("synthetic") or store.dataset_info(data) or Path(data).expanduser().exists()):
-        raise ValueError(f"There is no dataset named {data!r} and no file or folder at that path; import it "
+        raise NotFound(f"There is no dataset named {data!r} and no file or folder at that path; import it "
                          "first (`data import`) or use `synthetic`.")
     group = f"{name}-{uuid.uuid4().hex[:6]}"
-    return [store.create_run(c, status="queued", group_kind="lesson", group_name=group) for c in configs]
+    return [store.create_run(c, status=RunStatus.QUEUED, group_kind="lesson", group_name=group) for c in configs]
 
 
 def lesson_status(store, group_name: str) -> dict:
     """{"lesson", "title", "runs", "done", "summary"}; the summary once every run has finished, failed or
     been cancelled."""
-    runs = sorted(store.list_runs(group_name=group_name), key=lambda r: r["id"])
+    runs = sorted(store.list_runs(group_name=group_name), key=lambda r: r.id)
     if not runs:
-        raise ValueError(f"There is no lesson run group named {group_name!r}.")
+        raise NotFound(f"There is no lesson run group named {group_name!r}.")
     lesson = get_lesson(group_name.rsplit("-", 1)[0])
-    done = all(r["status"] in DONE for r in runs)
-    summary = lesson.summarize(lesson, runs, {r["id"]: store.epochs(r["id"]) for r in runs}) if done else None
+    done = all(r.status in DONE for r in runs)
+    summary = lesson.summarize(lesson, runs, {r.id: store.epochs(r.id) for r in runs}) if done else None
     return {"lesson": lesson.name, "title": lesson.title, "runs": runs, "done": done, "summary": summary}
 
 

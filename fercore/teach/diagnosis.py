@@ -1,8 +1,8 @@
 """Automatic diagnosis of a run: what went wrong (or right), each a plain sentence with its evidence.
 
-`diagnose(run, epochs, test)` reads only what the store keeps: the run dict (config, status, error,
-classes), the epoch records (losses, accuracies, per-layer gradient norms, dead-unit shares) and
-the test evaluation (confusion matrix). Each check is a plain function in CHECKS, returning zero or
+`diagnose(run)` reads only what the store keeps: the run (config, status, error, classes), its epoch
+records (losses, accuracies, per-layer gradient norms, dead-unit shares) and its evaluation (the
+confusion matrix of test when the run has a test split, else of val; each finding names the split). Each check is a plain function in CHECKS, returning zero or
 more findings {"kind", "severity", "message", "evidence"}; adding a check means adding one function.
 
 The thresholds below are deliberately coarse: a finding should mean something a student can see
@@ -11,7 +11,9 @@ on the learning curves, not a statistical subtlety.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+
+from fercore.store.entities import Evaluation, Run, RunStatus
 
 # --- thresholds ---------------------------------------------------------------------------------------
 # Overfitting: val loss must sit clearly above its (smoothed) minimum for several epochs, so one noisy
@@ -40,14 +42,19 @@ EXPLODING_GROWTH = 100.0          # the largest norm grew 100x from the first to
 EDGE_LAYERS = 2                   # how many layers count as "first" and "last"
 # Activations: more than half the channels of a layer never firing (or always saturated).
 DEAD_SHARE = 0.5
-# Confusion: a pair is worth naming when >= 15 % of a class's test images go to one other class.
+# Confusion: a pair is worth naming when >= 15 % of a class's images go to one other class.
 CONFUSED_MIN_SHARE = 0.15
 CONFUSED_TOP = 3
+# One class taking most answers: it receives >= 50 % of all predictions and at least twice its true share.
+DOMINANT_SHARE = 0.5
+DOMINANT_OVER_TRUE = 2.0
 
 
-def diagnose(run: dict, epochs: list[dict], test: dict | None) -> list[dict]:
-    """All findings for one run, the most serious kinds first."""
-    ctx = _Context(run or {}, list(epochs or []), test)
+def diagnose(run: Run, epochs: list[dict] | None = None, evaluation: Evaluation | None = None) -> list[dict]:
+    """All findings for one run, the most serious kinds first. `epochs` default to the run's own (load them
+    with `store.get_run(run, epochs=True)`), `evaluation` to `run.scored` (test when it exists, else val)."""
+    epochs = list(run.epochs or ()) if epochs is None else list(epochs)
+    ctx = _Context(run, epochs, evaluation or run.scored)
     findings: list[dict] = []
     for check in CHECKS:
         findings.extend(check(ctx))
@@ -61,14 +68,15 @@ def finding(kind: str, severity: str, message: str, **evidence) -> dict:
 class _Context:
     """The run's numbers, pulled out once: series with their epoch numbers, class count, optimiser."""
 
-    def __init__(self, run: dict, epochs: list[dict], test: dict | None):
-        self.run, self.epochs, self.test = run, epochs, test
-        self.config = run.get("config") or {}
-        self.classes = list(run.get("classes") or (test or {}).get("classes") or self.config.get("classes") or [])
+    def __init__(self, run: Run, epochs: list[dict], evaluation: Evaluation | None):
+        self.run, self.epochs, self.evaluation = run, epochs, evaluation
+        self.config = run.config
+        self.classes = list(run.classes or (evaluation.classes if evaluation else ()) or self.config.classes)
+        self.split = evaluation.split if evaluation else "test"
         self.k = len(self.classes) or 7
-        self.lr = self.config.get("lr")
+        self.lr = self.config.lr
         self.lr_text = f"{self.lr:g}" if isinstance(self.lr, (int, float)) else "unknown"
-        self.optimizer = self.config.get("optimizer", "adam")
+        self.optimizer = self.config.optimizer
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(epochs, values) of a metric, skipping epochs where it is missing or not finite."""
@@ -92,9 +100,9 @@ class _Context:
 
 # --- checks -------------------------------------------------------------------------------------------
 def check_failed(ctx: _Context) -> list[dict]:
-    if ctx.run.get("status") != "failed":
+    if ctx.run.status != RunStatus.FAILED:
         return []
-    reason = ctx.run.get("error") or "no reason was recorded"
+    reason = ctx.run.error or "no reason was recorded"
     done = len([e for e in ctx.epochs if e.get("val_acc") is not None])
     return [finding("failed", "warning", f"The run failed after {done} complete epoch(s): {reason}",
                     error=reason, epochs_done=done)]
@@ -203,7 +211,7 @@ def check_underfitting(ctx: _Context) -> list[dict]:
             "gradients, dead units, or a learning rate that is too small.", best_val_acc=max(acc),
             chance=chance, **_single_prediction(ctx))]
     if len(acc) >= 4 and acc[-1] >= max(acc) and acc[-1] - acc[-4] >= STILL_IMPROVING \
-            and ctx.run.get("status") in ("finished", None):
+            and ctx.run.status == RunStatus.FINISHED:
         return [finding(
             "underfitting", "info",
             f"Still improving when training stopped: val accuracy rose from {acc[-4]:.1%} to {acc[-1]:.1%} over "
@@ -239,7 +247,7 @@ def check_vanishing_gradients(ctx: _Context) -> list[dict]:
             f"{len(per_epoch)} epochs), so they barely learn. Each saturating activation multiplies the signal "
             "by less than 1 on its way back; ReLU, BatchNorm, fewer layers or residual connections help.",
             ratio=ratio, first_layers=layers[:EDGE_LAYERS], last_layers=layers[-EDGE_LAYERS:],
-            first_norm=first, last_norm=last, activation=ctx.config.get("activation"))]
+            first_norm=first, last_norm=last, activation=ctx.config.activation)]
     return []
 
 
@@ -276,7 +284,7 @@ def check_dead_activations(ctx: _Context) -> list[dict]:
     bad = {k: v for k, v in last.items() if isinstance(v, (int, float)) and v > DEAD_SHARE}
     if not bad:
         return []
-    saturating = ctx.config.get("activation") in ("sigmoid", "tanh")
+    saturating = ctx.config.activation in ("sigmoid", "tanh")
     state = "saturated (stuck near their limits)" if saturating else "dead (never firing)"
     worst = max(bad, key=bad.get)
     return [finding(
@@ -285,7 +293,7 @@ def check_dead_activations(ctx: _Context) -> list[dict]:
         f"{bad[worst]:.0%}. Those units pass no gradient back. " +
         ("Use ReLU-family activations or BatchNorm." if saturating else
          "A lower learning rate, LeakyReLU or BatchNorm keep units alive."),
-        layers=bad, activation=ctx.config.get("activation"))]
+        layers=bad, activation=ctx.config.activation)]
 
 
 def check_never_predicted(ctx: _Context) -> list[dict]:
@@ -301,13 +309,13 @@ def check_never_predicted(ctx: _Context) -> list[dict]:
     if len(predicted) == 1:
         return [finding(
             "never_predicted", "warning",
-            f"The model predicts {predicted[0]} for every test image and never any of the other {len(never)} "
+            f"The model predicts {predicted[0]} for every {ctx.split} image and never any of the other {len(never)} "
             "classes: it has learned nothing beyond one answer (see the learning rate and the gradients).",
             predicts_only=predicted[0], **evidence)]
-    names = ", ".join(f"{c} ({n} test images)" for c, n in never)
+    names = ", ".join(f"{c} ({n} {ctx.split} images)" for c, n in never)
     return [finding(
         "never_predicted", "warning",
-        f"The model never predicted {names}: it gave up on {'this class' if len(never) == 1 else 'these classes'}. "
+        f"On {ctx.split}, the model never predicts {names}: it gave up on {'this class' if len(never) == 1 else 'these classes'}. "
         "A rare class often ends like this; class weights or oversampling make the loss care about it.",
         **evidence)]
 
@@ -329,19 +337,40 @@ def check_confused_pairs(ctx: _Context) -> list[dict]:
     pairs = pairs[:CONFUSED_TOP]
     text = "; ".join(f"{p['true']} is taken for {p['predicted']} in {p['share']:.0%} of cases ({p['count']} of "
                      f"{p['support']})" for p in pairs)
-    return [finding("confused_pairs", "info", f"Most confused on test: {text}.", pairs=pairs)]
+    return [finding("confused_pairs", "info", f"Most confused on {ctx.split}: {text}.", pairs=pairs,
+                    split=ctx.split)]
+
+
+def check_dominant_class(ctx: _Context) -> list[dict]:
+    """One class soaks up most answers (an lr that is too high, or an unweighted rare-class problem)."""
+    cm, classes = _confusion(ctx)
+    if cm is None:
+        return []
+    total = sum(map(sum, cm))
+    predicted = [sum(row[j] for row in cm) for j in range(len(classes))]
+    j = max(range(len(classes)), key=predicted.__getitem__)
+    share, true_share = predicted[j] / total, sum(cm[j]) / total
+    if share < DOMINANT_SHARE or share < DOMINANT_OVER_TRUE * true_share or share == 1.0:
+        return []   # share 1.0: check_never_predicted already says "predicts X for every image"
+    return [finding(
+        "dominant_class", "warning",
+        f"The model predicts {classes[j]} for most faces: {share:.0%} of its answers on {ctx.split} are "
+        f"{classes[j]}, which is only {true_share:.0%} of the images. It has learned a safe guess more than the "
+        "expressions; a lower learning rate or class weights usually help.",
+        predicted_class=classes[j], share=share, true_share=true_share, split=ctx.split)]
 
 
 CHECKS: list[Callable[[_Context], list[dict]]] = [
     check_failed, check_divergence, check_exploding_gradients, check_vanishing_gradients, check_oscillation,
-    check_overfitting, check_underfitting, check_dead_activations, check_never_predicted, check_confused_pairs,
+    check_overfitting, check_underfitting, check_dead_activations, check_never_predicted, check_dominant_class,
+    check_confused_pairs,
 ]
 
 
 # --- helpers ------------------------------------------------------------------------------------------
 def _nan_epoch(ctx: _Context) -> int | None:
     """The epoch whose loss became NaN: a recorded epoch without a train loss, or the run's error says so."""
-    error = (ctx.run.get("error") or "").lower()
+    error = (ctx.run.error or "").lower()
     says_nan = "nan" in error or "infinite" in error or "diverged" in error
     for e in ctx.epochs:
         v = e.get("train_loss")
@@ -362,9 +391,9 @@ def _single_prediction(ctx: _Context) -> dict:
 
 
 def _confusion(ctx: _Context):
-    test = ctx.test or {}
-    cm = test.get("confusion")
-    classes = list(test.get("classes") or ctx.classes)
+    ev = ctx.evaluation
+    cm = [list(r) for r in ev.confusion] if ev else None
+    classes = list(ev.classes if ev else ctx.classes)
     if not cm or len(cm) != len(classes) or sum(map(sum, cm)) == 0:
         return None, classes
     return cm, classes

@@ -6,18 +6,16 @@ it was found: same train/eval mode, same requires_grad flags, no .grad written o
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-METHODS = {
-    "saliency": "Saliency",
-    "ig": "Integrated Gradients",
-    "gradcam": "Grad-CAM",
-    "occlusion": "Occlusion",
-}
+from fercore.errors import ExplainError
+from fercore.predict import ATTRIBUTION_METHODS
+
+METHODS = ATTRIBUTION_METHODS
 
 # Costs are counted in forward passes, ~15 ms each on one busy laptop core for a 2M-parameter CNN
 # at 48x48, and the Classify page promises an answer in about a second on a CPU.
@@ -27,9 +25,6 @@ OCCLUSION_STRIDE = 8          # step = image side / 8: 7 x 7 = 49 overlapping pa
 OCCLUSION_BATCH = 64          # occluded copies evaluated per forward pass
 ROBUST_MAX_PERCENTILE = 99.5  # one hot pixel must not wash out the rest of a gradient map
 
-
-class ExplainError(ValueError):
-    """A request we cannot explain; the message is a plain sentence."""
 
 
 def attribute(model: nn.Module, x: torch.Tensor, target: int, method: str,

@@ -24,18 +24,16 @@ def duration(seconds) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
-def run_label(run: dict) -> str:
+def run_label(run) -> str:
     """'12 · lesson-lr-0.01 (finished)' for select boxes."""
-    return f"{run['id']} · {run['name']} ({run['status']})"
+    return f"{run.id} · {run.name} ({run.status})"
 
 
-def accuracy_label(run: dict) -> str:
-    """'test 61.2 %' when the run was evaluated on test, else its best 'val 60.7 %', else 'not evaluated'."""
-    test = (run.get("test") or {}).get("accuracy")
-    if _finite(test):
-        return f"test {pct(test)}"
-    val = (run.get("summary") or {}).get("best_val_acc")
-    return f"val {pct(val)}" if _finite(val) else "not evaluated"
+def accuracy_label(run) -> str:
+    """The accuracy of a run (`Run.accuracy`: its chosen checkpoint on val with its TTA), with test beside it
+    when the run has a test split: 'val 60.1 % · test 59.3 %', or 'not evaluated'."""
+    parts = [f"{name} {pct(v)}" for name, v in (("val", run.accuracy), ("test", run.test_accuracy)) if _finite(v)]
+    return " · ".join(parts) or "not evaluated"
 
 
 def classes_text(classes) -> str:

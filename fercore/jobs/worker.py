@@ -37,8 +37,10 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from .store import RunStore
-from .store.runstore import now
+from fercore.errors import ConfigError, UserError
+from fercore.store import Run, RunStore, Worker
+from fercore.store.entities import RunStatus
+from fercore.store.runstore import now
 
 HEARTBEAT_S = 2.0          # how often a worker beats its own row and its run's
 STALE_AFTER_S = 15.0       # a heartbeat older than this means the worker is gone
@@ -46,7 +48,8 @@ SPAWN_GRACE_S = 30.0       # how long a freshly spawned worker has to register b
 IDLE_EXIT_S = 300.0        # a worker started by ensure_worker exits after this long with nothing to do
 IDLE_EXIT_ENV = "FER_WORKER_IDLE_EXIT_S"
 WORKER_STOPPED = "worker stopped"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_ATTEMPTS = 3           # a run whose worker died this many times is left failed
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger("fercore.worker")
 run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handler is swapped per run
@@ -57,7 +60,7 @@ def run_worker(store: RunStore, once: bool = False, device: str | None = None, p
                idle_exit_s: float | None = None) -> int:
     """Claim and train queued runs until the queue is empty (once=True), a SIGTERM/SIGINT arrives, or
     the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained."""
-    from .train import device_name   # torch is imported only by code that trains
+    from fercore.train import device_name  # torch is imported only by code that trains
     _log_to_stderr()
     if idle_exit_s is None and os.environ.get(IDLE_EXIT_ENV):
         idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
@@ -99,25 +102,26 @@ def worker_device(device: str | None):
     """The torch device a worker trains on (default: the GPU if there is one), or a plain sentence for a
     device this machine does not have (`--device cuda:3`, a typo)."""
     import torch
-    from .train import pick_device
+
+    from fercore.train import pick_device
     try:
         dev = pick_device(device)
     except RuntimeError:
-        raise ValueError(f"{device!r} is not a device; use cpu, cuda or cuda:N.") from None
+        raise ConfigError(f"{device!r} is not a device; use cpu, cuda or cuda:N.") from None
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if dev.type == "cuda" and (dev.index or 0) >= have:
-        raise ValueError(f"There is no GPU {dev} on this machine ({have} found); use --device cpu"
+        raise ConfigError(f"There is no GPU {dev} on this machine ({have} found); use --device cpu"
                          + (f" or cuda:0 to cuda:{have - 1}." if have else "."))
     return dev
 
 
-def train_claimed_run(store: RunStore, run: dict, device: str, worker_id: int, beat: "Heartbeat") -> dict:
+def train_claimed_run(store: RunStore, run: dict, device: str, worker_id: int, beat: Heartbeat) -> dict:
     """Train one run this worker has claimed, logging to <run_dir>/train.log. Never raises: whatever
     goes wrong becomes the run's status, and the worker goes on with the next run."""
-    from .runner import execute_run
-    run_id, handler, final = run["id"], None, None
+    from fercore.jobs.execute import execute_run
+    run_id, handler, final = run.id, None, None
     beat.current_run = run_id
-    log.info("run %d (%s) claimed", run_id, run["name"])
+    log.info("run %d (%s) claimed", run_id, run.name)
     try:
         log_path = store.run_dir(run_id) / "train.log"
         handler = logging.FileHandler(log_path, encoding="utf-8")
@@ -127,16 +131,16 @@ def train_claimed_run(store: RunStore, run: dict, device: str, worker_id: int, b
         run_log.propagate = False   # the run's lines go to its file, not into the worker's own log
         store.update_run(run_id, log_path=str(log_path))
         store.worker_heartbeat(worker_id, "busy", run_id)
-        run_log.info("run %d (%s) claimed by worker %d (pid %d) on %s", run_id, run["name"], worker_id,
+        run_log.info("run %d (%s) claimed by worker %d (pid %d) on %s", run_id, run.name, worker_id,
                      os.getpid(), device)
         final = execute_run(store, run_id, device=device, logger=run_log)
-        if beat.interrupted_run == run_id and final["status"] == "cancelled":
+        if beat.interrupted_run == run_id and final.status == RunStatus.CANCELLED:
             # our own shutdown stopped it, not its owner: say so, like a crash would
-            store.set_status(run_id, "failed", f"{WORKER_STOPPED}: the worker was shut down while the run "
+            store.set_status(run_id, RunStatus.FAILED, f"{WORKER_STOPPED}: the worker was shut down while the run "
                                                "was training; the finished epochs are kept")
             final = store.get_run(run_id)
-        run_log.info("run %d ended: %s%s", run_id, final["status"], f" ({final['error']})" if final["error"] else "")
-        log.info("run %d ended: %s", run_id, final["status"])
+        run_log.info("run %d ended: %s%s", run_id, final.status, f" ({final.error})" if final.error else "")
+        log.info("run %d ended: %s", run_id, final.status)
     except KeyboardInterrupt:   # a second Ctrl-C: leave at once, but leave no run `running` behind
         _fail_quietly(store, run_id, f"{WORKER_STOPPED}: the worker was interrupted; the finished epochs are kept")
         raise
@@ -152,15 +156,15 @@ def train_claimed_run(store: RunStore, run: dict, device: str, worker_id: int, b
             store.worker_heartbeat(worker_id, "idle", None)
         except Exception:
             log.warning("could not update the worker row:\n%s", traceback.format_exc())
-    if final and final.get("group_kind") == "sweep":
+    if final and final.group_kind == "sweep":
         _tell_sweep(store, final)
     return final
 
 
 def _fail_quietly(store: RunStore, run_id: int, reason: str) -> dict | None:
     try:
-        if store.get_run(run_id)["status"] == "running":
-            store.set_status(run_id, "failed", reason)
+        if store.get_run(run_id).status == RunStatus.RUNNING:
+            store.set_status(run_id, RunStatus.FAILED, reason)
         return store.get_run(run_id)
     except Exception:
         log.error("could not mark run %d failed:\n%s", run_id, traceback.format_exc())
@@ -170,12 +174,12 @@ def _fail_quietly(store: RunStore, run_id: int, reason: str) -> dict | None:
 def _tell_sweep(store: RunStore, run: dict) -> None:
     """A Bayesian sweep queues its next trial when one ends; a failure there must not stop the worker."""
     try:
-        from .sweeps import on_run_finished
+        from fercore.teach.sweeps import on_run_finished
         queued = on_run_finished(store, run)
         if queued:
-            log.info("sweep %s queued run(s) %s", run["group_name"], [r["id"] for r in queued])
+            log.info("sweep %s queued run(s) %s", run.group_name, [r.id for r in queued])
     except Exception:
-        log.warning("the sweep could not react to run %d:\n%s", run["id"], traceback.format_exc())
+        log.warning("the sweep could not react to run %d:\n%s", run.id, traceback.format_exc())
 
 
 class Heartbeat(threading.Thread):
@@ -213,7 +217,7 @@ class Heartbeat(threading.Thread):
             store.update_run(rid, heartbeat_at=now())
             if self.stop_requested.is_set() and self.interrupted_run != rid:
                 run = store.get_run(rid)
-                if run["status"] == "running" and not run["cancel_requested"]:
+                if run.status == RunStatus.RUNNING and not run.cancel_requested:
                     store.update_run(rid, cancel_requested=True)
                     self.interrupted_run = rid
         if self.worker_id is not None:
@@ -272,20 +276,49 @@ def reap(store: RunStore) -> list[int]:
     """Fail every `running` run whose worker is gone (its process ended on this machine, or its heartbeat
     is older than STALE_AFTER_S); their epochs stay. Returns the ids of the runs failed."""
     failed = []
-    dead = [w for w in store.list_workers() if w["host"] == socket.gethostname() and not pid_alive(w["pid"])]
+    dead = [w for w in store.list_workers() if w.host == socket.gethostname() and not pid_alive(w.pid)]
     if dead:
-        ids = {w["id"] for w in dead}
-        for run in store.list_runs(status="running"):
-            if run["worker_id"] in ids:
-                store.set_status(run["id"], "failed", f"{WORKER_STOPPED}: its process ended while the run was "
+        ids = {w.id for w in dead}
+        for run in store.list_runs(status=RunStatus.RUNNING):
+            if run.worker_id in ids:
+                store.set_status(run.id, RunStatus.FAILED, f"{WORKER_STOPPED}: its process ended while the run was "
                                                       "training; the finished epochs are kept")
-                failed.append(run["id"])
+                failed.append(run.id)
         for w in dead:
-            store.worker_heartbeat(w["id"], "stopped", None)
+            store.worker_heartbeat(w.id, "stopped", None)
     failed += store.reap_stale_runs(STALE_AFTER_S)
     for rid in failed:
-        log.info("run %d failed: %s", rid, WORKER_STOPPED)
+        if requeue_to_resume(store, rid):
+            log.info("run %d: %s; queued again to resume from its last epoch", rid, WORKER_STOPPED)
+        else:
+            log.info("run %d failed: %s", rid, WORKER_STOPPED)
     return failed
+
+
+def requeue_to_resume(store: RunStore, run_id: int) -> bool:
+    """Queue a run whose worker died again, so the next worker resumes it after its last finished epoch; a run
+    that already took MAX_ATTEMPTS workers down stays failed (it would only take the next one down too)."""
+    from fercore.jobs.execute import can_resume
+    run = store.get_run(run_id)
+    if run.attempts >= MAX_ATTEMPTS or not can_resume(store, run):
+        return False
+    store.set_status(run_id, RunStatus.QUEUED, f"{WORKER_STOPPED} during attempt {run.attempts}; resuming from "
+                                               "its last finished epoch")
+    return True
+
+
+def resume_run(store: RunStore, run) -> Run:
+    """`runs resume RUN` and the Runs page's button: queue a failed or cancelled run to continue from its last
+    checkpoint."""
+    from fercore.jobs.execute import can_resume
+    run = store.get_run(run)
+    if not run.status.resumable:
+        raise UserError(f"Run {run.label} is {run.status}; only a failed or cancelled run can be resumed.")
+    if not can_resume(store, run):
+        raise UserError(f"Run {run.label} has no saved training state to resume from (it stopped before its first "
+                        "epoch ended, or it was trained by an older version); queue it again instead.")
+    store.set_status(run.id, RunStatus.QUEUED, f"resumed by hand after: {run.error or run.status}")
+    return store.get_run(run.id)
 
 
 def pid_alive(pid: int) -> bool:
@@ -306,17 +339,17 @@ def pid_alive(pid: int) -> bool:
 
 
 # --- status and starting a worker ------------------------------------------------------------------------
-def live_workers(store: RunStore) -> list[dict]:
+def live_workers(store: RunStore) -> list[Worker]:
     """Workers whose heartbeat is recent and, on this machine, whose process still runs."""
     here = socket.gethostname()
     return [w for w in store.list_workers(alive_within_s=STALE_AFTER_S)
-            if w["host"] != here or pid_alive(w["pid"])]
+            if w.host != here or pid_alive(w.pid)]
 
 
 def worker_status(store: RunStore) -> dict:
     """For the sidebar: the live workers and how many runs wait and train."""
     counts = store.counts()
-    return {"alive": live_workers(store), "queued": counts["queued"], "running": counts["running"]}
+    return {"alive": live_workers(store), "queued": counts[RunStatus.QUEUED], "running": counts[RunStatus.RUNNING]}
 
 
 def ensure_worker(store: RunStore) -> bool:
@@ -326,7 +359,7 @@ def ensure_worker(store: RunStore) -> bool:
     callers (two browser tabs, a lesson and the CLI) from both starting one while the first new worker
     is still importing torch and has not registered yet."""
     reap(store)
-    if store.counts()["queued"] == 0 or live_workers(store):
+    if store.counts()[RunStatus.QUEUED] == 0 or live_workers(store):
         return False
     lock = store.artifacts / "worker.spawn.lock"
     fd = _take_lock(lock)

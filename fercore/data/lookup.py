@@ -1,0 +1,45 @@
+"""Which dataset a spec names: the one answer every caller (trainer, pages, lessons, estimates) uses.
+
+A spec is a dataset's name in the store, the word `synthetic` (`synthetic:N[:SEED]`), or a path to a
+source (CSV, folder, zip) that is imported on first use. The store is passed in (anything with
+`dataset_info`, `load_dataset` and `add_dataset`), so this module does not depend on it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fercore.data.dataset import FERDataset
+from fercore.errors import NotFound
+
+
+def is_synthetic(spec: str) -> bool:
+    return str(spec).strip().lower().split(":")[0] == "synthetic"
+
+
+def names_something(spec: str, store) -> bool:
+    """Whether `resolve` would find a dataset for the spec, without loading or importing anything."""
+    return bool(spec) and (store.dataset_info(spec) is not None or is_synthetic(spec)
+                           or Path(spec).expanduser().exists())
+
+
+def require(spec: str, store) -> None:
+    """Refuse, with a sentence, a spec that names no dataset (before queueing runs that would fail)."""
+    if not names_something(spec, store):
+        raise NotFound(f"There is no dataset named {spec!r} and no file or folder at that path; import it on the "
+                       "Data page or with `python -m fercore data import`, or use `synthetic`.")
+
+
+def resolve(spec: str, store, keep: bool = True) -> FERDataset:
+    """The dataset a spec names. A name in the store is loaded; `synthetic[...]` is drawn and a path imported,
+    and both are added to the store under their name when `keep` (so runs can refer to them later)."""
+    if store.dataset_info(spec) is not None:
+        return store.load_dataset(spec)
+    require(spec, store)
+    from fercore.data.sources import load_source  # here: sources pull in PIL
+    ds = load_source(spec)
+    name = spec if is_synthetic(spec) else ds.name
+    if not keep:
+        ds.name = name
+        return ds
+    store.add_dataset(ds, name)
+    return store.load_dataset(name)
