@@ -6,7 +6,7 @@ import streamlit as st
 
 from fercore import jobs
 from fercore.config import PRESETS, preset_config
-from fercore.ui import fmt, form, state
+from fercore.ui import fmt, form, state, weights_panel
 
 state.require_app(__file__)
 st.title("Train a model")
@@ -53,7 +53,8 @@ with left:
                         f"{config.epochs} epochs on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
 with right:
-    if st.button("Queue this run", type="primary", disabled=config is None, width="stretch"):
+    missing = config is not None and weights_panel.missing_weights_notice([config], "train")
+    if st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch"):
         with state.shown_errors("Queueing the run"):
             if not (config.data.startswith("synthetic") or store.dataset_info(config.data)):
                 raise ValueError(f"There is no dataset named {config.data!r}; import it on the Data page first.")
@@ -61,6 +62,8 @@ with right:
             started = jobs.ensure_worker(store) if state.autostart_worker() else False
             st.success(f"Queued run {run['id']} ({run['name']})." + (" A worker was started to train it." if started
                                                                       else ""))
+with st.expander("Pretrained weights (ImageNet files for transfer learning)", expanded=bool(missing)):
+    weights_panel.weights_panel()
 
 st.divider()
 
