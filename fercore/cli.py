@@ -122,6 +122,8 @@ def cmd_train(args, store):
     from fercore.data import require
     config = config_from_args(args)
     require(config.data, store)
+    from fercore.models.weights import require_weights
+    require_weights([config])   # a worker never downloads: refuse now rather than fail later
     if args.queue:
         run = store.create_run(config, status=RunStatus.QUEUED)
         from fercore.jobs.worker import ensure_worker
@@ -320,6 +322,63 @@ def cmd_sweep_start(args, store):
     return sweep, f"Sweep {sweep['name']}: {len(sweep['runs'])} run(s) queued."
 
 
+# --- pretrained weights ----------------------------------------------------------------------------------
+@command("weights list")
+def cmd_weights_list(args, store):
+    from fercore.models.weights import checkpoints_dir, weights_table
+    rows = weights_table()
+    lines = [f"{r['arch']:<16} {r['weights']:<38} {r['file']:<38} {r['size_mb']:>6.0f} MB  "
+             f"{'present' if r['present'] else 'missing'}" for r in rows]
+    return rows, "\n".join(lines + [f"(folder: {checkpoints_dir()})"])
+
+
+@command("weights fetch")
+def cmd_weights_fetch(args, store):
+    from fercore.models.weights import PRETRAINED, fetch_weights
+    archs = list(PRETRAINED) if args.all else weights_archs(args.archs)
+    progress = None if args.json or not sys.stderr.isatty() else download_bars()
+    fetched = fetch_weights(archs, progress)
+    out = {"fetched": [e.arch for e in fetched], "present": [a for a in archs if PRETRAINED[a].present()]}
+    text = (f"Downloaded {', '.join(e.file_name for e in fetched)}." if fetched else
+            f"Already on this machine: {', '.join(PRETRAINED[a].file_name for a in archs)}.")
+    return out, text
+
+
+@command("weights import")
+def cmd_weights_import(args, store):
+    from fercore.models.weights import import_weights
+    report = import_weights(Path(args.path))
+    lines = [f"Imported {e.file_name} ({e.label})." for e in report.imported]
+    lines += [f"Refused: {r}" for r in report.refused]
+    if report.ignored:
+        lines.append(f"Ignored {len(report.ignored)} file(s) that are no weights file of the lab.")
+    return report.to_dict(), "\n".join(lines)
+
+
+def weights_archs(archs: list[str]) -> list[str]:
+    from fercore.models.weights import PRETRAINED, unknown_archs
+    if not archs:
+        raise UsageError("Name the architectures to fetch (e.g. `weights fetch resnet18`), or use --all.")
+    if unknown_archs(archs):
+        raise UsageError(f"There are no ImageNet weights for {', '.join(unknown_archs(archs))}; choose from "
+                         f"{', '.join(PRETRAINED)}.")
+    return archs
+
+
+def download_bars():
+    """A tqdm bar on stderr per file being downloaded."""
+    from tqdm import tqdm
+    bars = {}
+
+    def progress(entry, done, total):
+        bar = bars.get(entry.arch) or bars.setdefault(entry.arch, tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.file_name, file=sys.stderr))
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+    return progress
+
+
 # --- argument parsing -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
@@ -405,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--epochs", type=int, default=None)
         x.add_argument("--fraction", type=float, default=None, help="fraction of the training data")
 
+    wt = group("weights", "list, fetch and import the pretrained ImageNet weights files")
+    wt.add_parser("list", parents=[common], help="the files transfer learning starts from, and which are here")
+    f = wt.add_parser("fetch", parents=[common], help="download them into the torch hub cache (needs internet)")
+    f.add_argument("archs", nargs="*", metavar="ARCH", help="architectures as `weights list` names them")
+    f.add_argument("--all", action="store_true", help="every architecture")
+    i = wt.add_parser("import", parents=[common], help="copy checked files from a file, folder or zip")
+    i.add_argument("path", help="a weights file, a folder of them (a USB stick) or a .zip")
+
     sw = group("sweep", "hyperparameter search")
     s = sw.add_parser("start", parents=[common])
     s.add_argument("--method", default="random", choices=list(SWEEP_METHODS))
@@ -429,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     name = args.group + (f" {args.action}" if getattr(args, "action", None) else "")
     try:
-        store = open_store(args, starter=name not in ("bench",))
+        store = None if args.group == "weights" else open_store(args, starter=name not in ("bench",))
         out, text = COMMANDS[name](args, store)
     except KeyboardInterrupt:
         return _fail(args, "Interrupted.", 130)

@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from fercore import fmt
-from fercore.config import EMOTIONS
+from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import worker
 from fercore.store.entities import RunStatus
-from fercore.ui import figures, form, state, tables
+from fercore.ui import figures, form, state, tables, weights_panel
 
 state.require_app(__file__)
 st.title("Lessons")
@@ -54,7 +54,9 @@ for les in lessons:
         st.caption(f"Estimated training time for all {len(les['runs'])} runs: {fmt.duration(est['seconds_gpu'])} on "
                    f"a GPU, {fmt.duration(est['seconds_cpu'])} on a CPU ({est['images']:,} images seen; "
                    f"{est['basis']}). This machine trains on its {'GPU' if gpu else 'CPU'}.")
-        if st.button("Start this lesson", key=f"start-{les['name']}", type="primary"):
+        missing = weights_panel.missing_weights_notice([RunConfig.from_dict(c) for c in les["runs"]],
+                                                       f"lesson-{les['name']}", "This lesson")
+        if st.button("Start this lesson", key=f"start-{les['name']}", type="primary", disabled=missing):
             with state.shown_errors("Starting the lesson"):
                 runs = start_lesson(store, les["name"], data=data, epochs=int(epochs) or None,
                                     fraction=fraction if fraction < 1 else None, classes=tuple(classes))

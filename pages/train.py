@@ -8,7 +8,8 @@ from fercore import fmt
 from fercore.jobs import worker
 from fercore.presets import PRESETS, preset_config
 from fercore.store.entities import RunStatus
-from fercore.ui import form, state
+from fercore.data import require
+from fercore.ui import form, state, weights_panel
 
 state.require_app(__file__)
 st.title("Train a model")
@@ -55,14 +56,16 @@ with left:
                         f"{config.epochs} epochs on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
 with right:
-    if st.button("Queue this run", type="primary", disabled=config is None, width="stretch"):
+    missing = config is not None and weights_panel.missing_weights_notice([config], "train")
+    if st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch"):
         with state.shown_errors("Queueing the run"):
-            if not (config.data.startswith("synthetic") or store.dataset_info(config.data)):
-                raise ValueError(f"There is no dataset named {config.data!r}; import it on the Data page first.")
+            require(config.data, store)
             run = store.create_run(config, status=RunStatus.QUEUED)
             started = worker.ensure_worker(store) if state.autostart_worker() else False
             st.success(f"Queued run {run.id} ({run.name})." + (" A worker was started to train it." if started
                                                                       else ""))
+with st.expander("Pretrained weights (ImageNet files for transfer learning)", expanded=bool(missing)):
+    weights_panel.weights_panel()
 
 st.divider()
 

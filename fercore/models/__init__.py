@@ -3,6 +3,7 @@
     registry.py   the table of architectures, build_model, parameter counts, gradient/saliency layers
     custom.py     the configurable custom CNN (and the FC block the ImageNet heads share)
     backbones.py  torchvision ImageNet nets: transfer modes, gray input, offline pretrained weights
+    weights.py    the ImageNet weights files: list, fetch, checked import, the preflight before queueing
 """
 from fercore.models.backbones import WeightsUnavailable
 from fercore.models.registry import (

@@ -177,7 +177,7 @@ def weights_file(weights: WeightsEnum) -> Path:
 
 def fetch_command(weights: WeightsEnum) -> str:
     builder = weights.__class__.__name__.split("_Weights")[0].lower()
-    return f"python -c \"import torchvision; torchvision.models.{builder}(weights='{weights.name}')\""
+    return f"python -m fercore weights fetch {builder}"
 
 
 def load_pretrained(spec: Backbone) -> nn.Module:
@@ -188,13 +188,13 @@ def load_pretrained(spec: Backbone) -> nn.Module:
     if not path.is_file():
         raise WeightsUnavailable(
             f"The pretrained weights {label} are not on this machine: put the file {path.name} into the folder "
-            f"{path.parent} (on a machine with internet, run {fetch_command(weights)} once and copy it from its "
-            "torch hub checkpoints folder), or use transfer mode 'scratch'.")
+            f"{path.parent} (run `{fetch_command(weights)}` where there is internet, then `python -m fercore "
+            "weights import PATH` here with the file), or use transfer mode 'scratch'.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
         raise WeightsUnavailable(f"The weights file {path} for {label} cannot be read ({e}); delete it and "
-                                 f"fetch it again with {fetch_command(weights)}.") from None
+                                 f"fetch it again with `{fetch_command(weights)}`.") from None
     # Built on the meta device, the model skips its random init (seconds for VGG16); the file's tensors
     # then become its parameters. The ImageNet classifier is dropped before loading: it is replaced anyway.
     with torch.device("meta"):
@@ -207,7 +207,7 @@ def load_pretrained(spec: Backbone) -> nn.Module:
     except (RuntimeError, TypeError, AttributeError) as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsUnavailable(f"The file {path} does not hold the weights {label} ({first_line}); delete it "
-                                 f"and fetch it again with {fetch_command(weights)}.") from None
+                                 f"and fetch it again with `{fetch_command(weights)}`.") from None
     left_on_meta = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left_on_meta:   # a torchvision change added state the file does not carry
         raise WeightsUnavailable(f"The weights {label} do not cover {', '.join(left_on_meta[:3])} of this "
