@@ -8,6 +8,7 @@ claim path is the real one: `python -m fercore worker --once` processes with the
 
     python tests/load_postgres.py                    # 8 workers as 2 hosts, 40 runs, 3 readers; its own server
     python tests/load_postgres.py --db postgresql://user:pw@host/fer_load   # an existing, empty database
+    python tests/load_postgres.py --db /tmp/x/runs.db                       # the same load on SQLite, to compare
 
 tests/test_load_postgres.py runs a shorter version of it in the test suite.
 """
@@ -176,7 +177,8 @@ def _ms(seconds: float) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", help="an empty PostgreSQL database (default: start a throwaway server)")
+    p.add_argument("--db", help="an empty database: a PostgreSQL URL, or an SQLite path to compare "
+                                "(default: a throwaway PostgreSQL server)")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--hosts", type=int, default=2)
     p.add_argument("--runs", type=int, default=40)
