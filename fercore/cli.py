@@ -150,6 +150,12 @@ def _brief(run) -> dict:
 
 @command("worker")
 def cmd_worker(args, store):
+    if args.gpus:
+        if args.device:
+            raise UserError("Give either --gpus (one worker per GPU) or --device (one worker), not both.")
+        from fercore.worker_pool import describe, run_worker_per_gpu
+        res = run_worker_per_gpu(store, args.gpus, once=args.once, idle_exit_s=args.idle_exit)
+        return res, describe(res)
     from fercore.jobs.worker import run_worker
     n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
@@ -379,6 +385,24 @@ def download_bars():
     return progress
 
 
+# --- databases ------------------------------------------------------------------------------------------
+@command("db copy")
+def cmd_db_copy(args, store):
+    from fercore.store import RunStore
+    from fercore.store.copy import copy_store, open_source
+    dst = RunStore(args.dst, artifacts=args.artifacts)
+    res = copy_store(open_source(args.src), dst, merge=args.merge)
+    res["run_ids"] = {str(k): v for k, v in res["run_ids"].items()}
+    text = (f"Copied {res['runs']} run(s) ({res['epochs']} epochs, {res['evaluations']} evaluations), "
+            f"{res['datasets']} dataset(s) and {res['files']} file(s) to {dst.db_path}; files under {dst.artifacts}.")
+    if res["datasets_shared"]:
+        text += f" {res['datasets_shared']} dataset(s) were there already."
+    if any(int(k) != v for k, v in res["run_ids"].items()):
+        text += " New run ids: " + ", ".join(f"{k} -> {v}" for k, v in res["run_ids"].items()) + "."
+    text += "".join(f"\n  left out run {r['id']} ({r['name']}): {r['reason']}" for r in res["skipped_runs"])
+    return res, text
+
+
 # --- argument parsing -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
@@ -412,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="drain the queue and exit")
     w.add_argument("--device", default=None)
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    w.add_argument("--gpus", default=None, metavar="all|0,1,...",
+                   help="start one worker process per GPU (all visible ones, or those listed)")
 
     runs = group("runs", "list, show, cancel, resume, delete, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])
@@ -472,6 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = wt.add_parser("import", parents=[common], help="copy checked files from a file, folder or zip")
     i.add_argument("path", help="a weights file, a folder of them (a USB stick) or a .zip")
 
+    dbs = group("db", "move a lab's runs between databases")
+    c = dbs.add_parser("copy", parents=[common], help="copy datasets, runs and their files, e.g. SQLite to PostgreSQL")
+    c.add_argument("src", help="the database to copy: an SQLite path or a URL")
+    c.add_argument("dst", help="the database to copy into, e.g. postgresql://user:password@host/fer")
+    c.add_argument("--merge", action="store_true", help="append to a destination that already holds runs (new ids)")
+    c.add_argument("--artifacts", default=None,
+                   help="the destination's artifact root (default: $FER_ARTIFACTS, else next to an SQLite file)")
+
     sw = group("sweep", "hyperparameter search")
     s = sw.add_parser("start", parents=[common])
     s.add_argument("--method", default="random", choices=list(SWEEP_METHODS))
@@ -496,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     name = args.group + (f" {args.action}" if getattr(args, "action", None) else "")
     try:
-        store = None if args.group == "weights" else open_store(args, starter=name not in ("bench",))
+        # `weights` needs no database; `db copy` names its own two: none is opened (or created) for --db
+        store = None if args.group == "weights" or name == "db copy" else open_store(args, starter=name not in ("bench",))
         out, text = COMMANDS[name](args, store)
     except KeyboardInterrupt:
         return _fail(args, "Interrupted.", 130)

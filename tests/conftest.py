@@ -1,4 +1,8 @@
-"""Shared fixtures: a private database, cache and torch home per test, and tiny run configs."""
+"""Shared fixtures: a private database, cache and torch home per test, and tiny run configs.
+
+`db` is an SQLite file; the store's and the queue's tests use `any_db` instead, which runs each test twice:
+on SQLite and on a real PostgreSQL server the session starts itself (tests/postgres_server.py; skipped, with the reason,
+where no server can be started)."""
 from __future__ import annotations
 
 import os
@@ -20,6 +24,8 @@ def _isolated(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("FER_CACHE_DIR", str(cache))
     monkeypatch.delenv("FER_DB_URL", raising=False)
+    monkeypatch.delenv("FER_ARTIFACTS", raising=False)
+    monkeypatch.delenv("FER_HOSTNAME", raising=False)
     hub = tmp_path_factory.mktemp("torch_hub")
     monkeypatch.setenv("TORCH_HOME", str(hub))
     monkeypatch.setattr(torch.hub, "_hub_dir", str(hub / "hub"))
@@ -29,6 +35,29 @@ def _isolated(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def db(tmp_path) -> str:
     return str(tmp_path / "runs.db")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the whole session, started on first use."""
+    from postgres_server import Unavailable, start_server
+    try:
+        server = start_server()
+    except Unavailable as e:
+        pytest.skip(f"no PostgreSQL server for this test: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path, monkeypatch) -> str:
+    """An empty database of each kind: an SQLite path, or the URL of a new database on the session's PostgreSQL
+    server (its files under this test's own FER_ARTIFACTS)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.db")
+    url = request.getfixturevalue("pg_server").create_database()
+    monkeypatch.setenv("FER_ARTIFACTS", str(tmp_path / "artifacts"))
+    return url
 
 
 @pytest.fixture

@@ -1,12 +1,17 @@
-"""The run config and the run store: what a user (or a script) would check."""
-import sqlite3
-
+"""The run config and the run store: what a user (or a script) would check. The store's tests run on SQLite and
+on PostgreSQL (conftest's any_db)."""
 import pytest
+from sqlalchemy import create_engine, text
 
 from fercore.config import ConfigError, RunConfig
 from fercore.presets import PRESETS, preset_config
 from fercore.store import NotFound, RunStore
 from fercore.store.entities import RunStatus
+
+
+@pytest.fixture
+def db(any_db):
+    return any_db
 
 
 def test_config_round_trips_through_json_and_validates():
@@ -50,6 +55,17 @@ def test_store_records_runs_epochs_and_summary(db):
     assert store.integrity_ok()
 
 
+def test_a_diverged_epoch_keeps_its_row_and_an_infinite_gradient_norm(db):
+    """PostgreSQL's JSON has no NaN or Infinity; the diagnosis of exploding gradients needs the infinity."""
+    store = RunStore(db)
+    run = store.create_run(RunConfig(name="diverged"), status=RunStatus.RUNNING)
+    store.add_epoch(run.id, {"epoch": 1, "train_loss": float("nan"), "val_acc": 0.2,
+                                "grad_norms": {"fc": float("inf"), "out": -float("inf"), "conv": 2.0}})
+    [e] = store.epochs(run.id)
+    assert e["train_loss"] is None and e["val_acc"] == 0.2
+    assert e["grad_norms"] == {"fc": float("inf"), "out": -float("inf"), "conv": 2.0}
+
+
 def test_claim_is_atomic_and_in_order(db):
     store = RunStore(db)
     ids = [store.create_run(RunConfig(name=f"r{i}")).id for i in range(3)]
@@ -71,22 +87,26 @@ def test_cancel_queued_run_and_stale_heartbeat_reaped(db):
     assert got.status == RunStatus.FAILED and "worker stopped" in got.error and len(got.epochs) == 1
 
 
-def test_old_database_is_upgraded_in_place(tmp_path):
-    """A runs.db made by an older version (missing columns) opens and gains them."""
-    path = tmp_path / "old.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name VARCHAR(200), status VARCHAR(16), "
-                "config JSON, created_at DATETIME)")
-    con.execute("INSERT INTO runs (name, status, config, created_at) VALUES ('old', 'finished', '{}', "
-                "'2025-01-01 00:00:00')")
-    con.commit()
-    con.close()
-    store = RunStore(str(path))
+def test_old_database_is_upgraded_in_place(db):
+    """A database made by an older version (missing columns, tables and the version row) opens and gains them."""
+    url = db if "://" in db else f"sqlite:///{db}"
+    engine = create_engine(url)
+    key = "SERIAL PRIMARY KEY" if engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    with engine.begin() as con:
+        con.execute(text(f"CREATE TABLE runs (id {key}, name VARCHAR(200), status VARCHAR(16), config JSON, "
+                         "created_at TIMESTAMP)"))
+        con.execute(text("INSERT INTO runs (name, status, config, created_at) VALUES ('old', 'finished', '{}', "
+                         "'2025-01-01 00:00:00')"))
+    engine.dispose()
+    store = RunStore(db)
     assert store.schema_version() >= 1
     run = store.get_run("old")
     assert run.status == RunStatus.FINISHED and run.summary == {} and run.config == RunConfig()
     store.update_run(run.id, progress={"phase": "done"})
     assert store.get_run("old").progress == {"phase": "done"}
+    new = store.create_run(RunConfig(name="new"), status=RunStatus.RUNNING)   # ids go on after the old rows
+    store.add_epoch(new.id, {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5, "grad_norms": {"fc": 0.1}})
+    assert new.id == run.id + 1 and store.get_run("new", epochs=True).epochs[0]["grad_norms"] == {"fc": 0.1}
     assert store.integrity_ok()
 
 

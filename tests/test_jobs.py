@@ -1,4 +1,5 @@
-"""Background training with real worker processes: the queue, two workers, kill -9, cancel, auto-start."""
+"""Background training with real worker processes: the queue, two workers, kill -9, cancel, auto-start, workers
+on several hosts. Every test runs on SQLite and on PostgreSQL (conftest's any_db)."""
 from __future__ import annotations
 
 import json
@@ -7,17 +8,25 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 from conftest import REPO, cli_env
 
 from fercore.cli import main
-from fercore.jobs.worker import ensure_worker, reap, worker_status
+from fercore.config import RunConfig
+from fercore.jobs.worker import STALE_AFTER_S, ensure_worker, live_workers, reap, worker_status
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
+from fercore.store.runstore import now
 
 LONG = 500   # epochs of a run that is still training when the test acts on it
 RESUMED = 20   # epochs of a run whose worker is killed after its first epoch: the next worker resumes and ends it
+
+
+@pytest.fixture
+def db(any_db):
+    return any_db
 
 
 @pytest.fixture
@@ -195,3 +204,86 @@ def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny,
     assert store.list_workers() == [] and worker_status(store) == {"alive": [], "queued": 0, "running": 0}
     assert reap(store) == []
     assert (store.artifacts / "worker.log").exists()
+
+
+def ended_pid() -> int:
+    """The id of a process that has ended (on this machine)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_pid_is_checked_only_on_its_own_host_other_hosts_by_heartbeat(db, monkeypatch):
+    """Workers of two GPU servers share the database: this host's reaper fails the run of its own dead worker at
+    once, but a pid of the other server means nothing here; that server's run fails only when its heartbeat stops."""
+    monkeypatch.setenv("FER_HOSTNAME", "gpu-a")
+    store = RunStore(db)
+    pid = ended_pid()
+    here, there = store.register_worker(pid, "cuda:0", "gpu-a"), store.register_worker(pid, "cuda:0", "gpu-b")
+    runs = {}
+    for worker, host in ((here, "gpu-a"), (there, "gpu-b")):
+        runs[host] = store.create_run(RunConfig(name=host), status=RunStatus.RUNNING).id
+        store.update_run(runs[host], worker_id=worker, heartbeat_at=now())
+    assert reap(store) == [runs["gpu-a"]]
+    assert store.get_run(runs["gpu-a"]).error.startswith("worker stopped")
+    assert store.get_run(runs["gpu-b"]).status == RunStatus.RUNNING
+    assert [w.host for w in live_workers(store)] == ["gpu-b"]
+    assert reap(store) == []
+    store.update_run(runs["gpu-b"], heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 1))   # gpu-b went silent
+    assert reap(store) == [runs["gpu-b"]]
+    assert store.get_run(runs["gpu-b"]).error.startswith("worker stopped")
+
+
+def test_a_worker_per_device_share_the_queue_and_stop_together_on_sigterm(db, tiny, tmp_path):
+    """What `worker --gpus all` does with cuda:0..N-1, here with two CPU workers: each claims its own runs, and a
+    SIGTERM to the starter stops both, their runs failed with "worker stopped" and their epochs kept."""
+    from fercore.worker_pool import start_workers
+    store = RunStore(db)
+    ids = queue(store, tiny, 3, epochs=1)
+    res = start_workers(store, ["cpu", "cpu"], once=True)
+    assert res["trained"] == 3 and [w["exit_code"] for w in res["workers"]] == [0, 0], res
+    assert all(store.get_run(r).status == RunStatus.FINISHED for r in ids)
+
+    long_runs = queue(store, tiny, 2, epochs=LONG)
+    err = open(tmp_path / "pool.err", "w+")
+    starter = subprocess.Popen([sys.executable, "-c", "import json; from fercore.store import RunStore; "
+                                "from fercore.worker_pool import start_workers; "
+                                f"print(json.dumps(start_workers(RunStore({db!r}), ['cpu', 'cpu'])))"],
+                               cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        wait_for(lambda: all(epochs_done(store, r) >= 1 for r in long_runs), 90, "both long runs to train")
+        starter.send_signal(signal.SIGTERM)
+        out, _ = starter.communicate(timeout=60)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        err.close()
+    assert starter.returncode == 0, (tmp_path / "pool.err").read_text()
+    assert [w["exit_code"] for w in json.loads(out)["workers"]] == [0, 0]
+    for rid in long_runs:
+        run = store.get_run(rid, epochs=True)
+        assert run.status == RunStatus.FAILED and run.error.startswith("worker stopped") and run.epochs
+    assert worker_status(store)["alive"] == []
+
+
+def test_gpus_all_says_so_on_a_machine_without_a_gpu(db, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["worker", "--gpus", "all", "--once", "--db", db, "--json"]) == 2
+    assert "no GPU" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_gpus_all_starts_one_worker_per_gpu_that_share_the_queue(db, tiny, procs):
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU on this machine")
+    store = RunStore(db)
+    ids = queue(store, tiny, 2 * torch.cuda.device_count())
+    p = subprocess.Popen([sys.executable, "-m", "fercore", "worker", "--gpus", "all", "--once", "--db", db, "--json"],
+                         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(p)
+    out = finish(p, timeout=300)
+    assert [w.device for w in out["workers"]] == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    assert out["trained"] == len(ids)
+    assert all(store.get_run(r).status == RunStatus.FINISHED for r in ids)

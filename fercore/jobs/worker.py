@@ -19,6 +19,11 @@ batch or two (through the same cancel flag the owner's cancel uses) and marked *
 reason "worker stopped", like a crash, because its owner did not cancel it; the worker row becomes
 `stopped`. A second Ctrl-C exits at once (the run is then reaped as above).
 
+Several machines. A worker is known by its host and pid (the `workers` table): a pid is only checked for
+workers of this host (this_host(): $FER_HOSTNAME, else the machine's name), the workers of other GPU servers
+sharing a PostgreSQL database only by their heartbeat. `worker --gpus all` starts one worker per GPU
+(worker_pool.py).
+
 Starting. ensure_worker() starts one detached worker when runs are queued and none is alive (one
 worker per GPU by default). That worker exits after IDLE_EXIT_S seconds with an empty queue (read
 from the environment variable FER_WORKER_IDLE_EXIT_S), so it never lingers after a class.
@@ -47,6 +52,7 @@ STALE_AFTER_S = 15.0       # a heartbeat older than this means the worker is gon
 SPAWN_GRACE_S = 30.0       # how long a freshly spawned worker has to register before another may be spawned
 IDLE_EXIT_S = 300.0        # a worker started by ensure_worker exits after this long with nothing to do
 IDLE_EXIT_ENV = "FER_WORKER_IDLE_EXIT_S"
+HOST_ENV = "FER_HOSTNAME"   # the name this machine's workers register under (two servers with one hostname)
 WORKER_STOPPED = "worker stopped"
 MAX_ATTEMPTS = 3           # a run whose worker died this many times is left failed
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,12 +72,12 @@ def run_worker(store: RunStore, once: bool = False, device: str | None = None, p
         idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
     dev = worker_device(device)
     label = device_name(dev)
-    worker_id = store.register_worker(os.getpid(), label)
+    worker_id = store.register_worker(os.getpid(), label, this_host())
     stop = threading.Event()
     beat = Heartbeat(store.url, worker_id, stop)
     beat.start()
     restore_signals = _stop_on_signals(stop)
-    log.info("worker %d (pid %d) on %s started", worker_id, os.getpid(), label)
+    log.info("worker %d (pid %d) on %s of %s started", worker_id, os.getpid(), label, this_host())
     trained, idle_since = 0, time.monotonic()
     try:
         while not stop.is_set():
@@ -274,9 +280,10 @@ def _log_to_stderr() -> None:
 # --- crash recovery --------------------------------------------------------------------------------------
 def reap(store: RunStore) -> list[int]:
     """Fail every `running` run whose worker is gone (its process ended on this machine, or its heartbeat
-    is older than STALE_AFTER_S); their epochs stay. Returns the ids of the runs failed."""
+    is older than STALE_AFTER_S); their epochs stay. Returns the ids of the runs failed.
+    A pid means something only on its own host: workers of other machines are judged by their heartbeat alone."""
     failed = []
-    dead = [w for w in store.list_workers() if w.host == socket.gethostname() and not pid_alive(w.pid)]
+    dead = [w for w in store.list_workers() if w.host == this_host() and not pid_alive(w.pid)]
     if dead:
         ids = {w.id for w in dead}
         for run in store.list_runs(status=RunStatus.RUNNING):
@@ -321,6 +328,11 @@ def resume_run(store: RunStore, run) -> Run:
     return store.get_run(run.id)
 
 
+def this_host() -> str:
+    """The host name this machine's workers register under: $FER_HOSTNAME, else the machine's own name."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id runs on this machine (a zombie counts as ended)."""
     if os.name != "posix":
@@ -341,7 +353,7 @@ def pid_alive(pid: int) -> bool:
 # --- status and starting a worker ------------------------------------------------------------------------
 def live_workers(store: RunStore) -> list[Worker]:
     """Workers whose heartbeat is recent and, on this machine, whose process still runs."""
-    here = socket.gethostname()
+    here = this_host()
     return [w for w in store.list_workers(alive_within_s=STALE_AFTER_S)
             if w.host != here or pid_alive(w.pid)]
 
@@ -407,6 +419,7 @@ def _spawn_worker(store: RunStore) -> subprocess.Popen:
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault(IDLE_EXIT_ENV, str(IDLE_EXIT_S))
     env["FER_DB_URL"] = store.url   # not --db: a URL may carry a password, and `ps` shows arguments to all
+    env["FER_ARTIFACTS"] = str(store.artifacts)   # the worker's working directory is not the caller's
     out = open(store.artifacts / "worker.log", "ab")
     detach = ({"start_new_session": True} if os.name == "posix" else
               {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP})

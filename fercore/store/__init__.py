@@ -3,7 +3,9 @@
 Callers get frozen entities (`Run`, `Evaluation`, `DatasetInfo`, `Worker`), never ORM rows.
 """
 from fercore.errors import NotFound
+from fercore.store.dialects import DatabaseUnreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 from fercore.store.runstore import RunStore, default_db
 
-__all__ = ["RunStore", "NotFound", "RunStatus", "Run", "Evaluation", "DatasetInfo", "Worker", "default_db"]
+__all__ = ["RunStore", "NotFound", "DatabaseUnreachable", "RunStatus", "Run", "Evaluation", "DatasetInfo", "Worker",
+           "default_db"]

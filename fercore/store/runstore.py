@@ -1,8 +1,10 @@
 """RunStore: the only code that speaks SQL. Callers get frozen entities (store/entities.py), never ORM rows.
 
 SQLite by default (WAL, busy timeout, short transactions, retries on "database is locked");
-any SQLAlchemy URL works. Files (dataset arrays, checkpoints, logs, probabilities) live in an
-artifacts folder next to the database file.
+PostgreSQL for a department (`postgresql://...`; what differs is in dialects.py). Files (dataset arrays,
+checkpoints, logs, probabilities) live under an artifact root: $FER_ARTIFACTS (a folder every machine
+mounts at the same path), else `<db stem>_artifacts` next to an SQLite file (`fer_artifacts` in the
+working directory for a server database).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.errors import DataError, NotFound
+from fercore.store.dialects import engine_options, normalize_url, unreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
 
@@ -35,11 +38,13 @@ def default_db() -> str:
 
 
 def _url(url_or_path: str) -> str:
-    return url_or_path if "://" in url_or_path else f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
+    return normalize_url(url_or_path) if "://" in url_or_path else \
+        f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
 
 
 def retry_locked(fn):
-    """Retry a store call when SQLite says the database is locked (another process is writing)."""
+    """Retry a store call when SQLite says the database is locked (another process is writing), or
+    PostgreSQL broke a deadlock between two transactions by aborting ours."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         delay = 0.05
@@ -47,7 +52,7 @@ def retry_locked(fn):
             try:
                 return fn(*a, **kw)
             except OperationalError as e:
-                if "locked" not in str(e).lower() and "busy" not in str(e).lower() or attempt == 11:
+                if not any(w in str(e).lower() for w in ("locked", "busy", "deadlock detected")) or attempt == 11:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -55,9 +60,11 @@ def retry_locked(fn):
 
 
 class RunStore:
-    def __init__(self, url_or_path: str | None = None):
+    def __init__(self, url_or_path: str | None = None, artifacts: str | Path | None = None):
+        """`artifacts`: the artifact root, instead of $FER_ARTIFACTS or the default (`db copy --artifacts`)."""
         self.url = _url(url_or_path or default_db())
-        self.engine = create_engine(self.url, future=True)
+        self.engine = create_engine(self.url, future=True, **engine_options(self.url))
+        root = artifacts or os.environ.get("FER_ARTIFACTS")
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             @event.listens_for(self.engine, "connect")
@@ -71,13 +78,19 @@ class RunStore:
             db_file = Path(self.engine.url.database or "runs.db")
             db_file.parent.mkdir(parents=True, exist_ok=True)
             self.db_path = str(db_file)
-            self.artifacts = db_file.parent / (db_file.stem + "_artifacts")
+            self.artifacts = (Path(root).expanduser().resolve() if root
+                              else db_file.parent / (db_file.stem + "_artifacts"))
         else:
             self.db_path = self.engine.url.render_as_string(hide_password=True)
-            self.artifacts = Path(os.environ.get("FER_ARTIFACTS", "fer_artifacts")).resolve()
+            self.artifacts = Path(root or "fer_artifacts").expanduser().resolve()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrate()
+        try:
+            self._migrate()
+        except OperationalError as e:   # the first connection: a server that is down gets a sentence
+            if self.is_sqlite or (sentence := unreachable(e, self.db_path)) is None:
+                raise
+            raise sentence from None
 
     # --- schema: created and upgraded in place ---------------------------------------------------
     def _migrate(self) -> None:
@@ -210,7 +223,7 @@ class RunStore:
     def resolve(self, run: int | str) -> int:
         """A run id from an id or a name (the newest run of that name)."""
         with self._session() as s:
-            if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
+            if (isinstance(run, int) or (isinstance(run, str) and run.isdigit())) and int(run) < 2 ** 31:
                 r = s.get(RunRow, int(run))
                 if r is not None:
                     return r.id
@@ -354,11 +367,17 @@ class RunStore:
     # --- the queue -------------------------------------------------------------------------------
     @retry_locked
     def claim_next_run(self, worker_id: int, device: str = "") -> Run | None:
-        """Atomically move the oldest queued run to running for this worker (never two workers)."""
+        """Atomically move the oldest queued run to running for this worker (never two workers).
+
+        PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, so workers claiming at the same moment take different runs
+        without waiting for each other. SQLite (one writer at a time): a conditional update, tried again if
+        another worker took the run first."""
         for _ in range(20):
             with self._session.begin() as s:
-                rid = s.scalar(select(RunRow.id).where(RunRow.status == str(RunStatus.QUEUED)).order_by(RunRow.id)
-                               .limit(1))
+                q = select(RunRow.id).where(RunRow.status == str(RunStatus.QUEUED)).order_by(RunRow.id).limit(1)
+                if not self.is_sqlite:
+                    q = q.with_for_update(skip_locked=True)
+                rid = s.scalar(q)
                 if rid is None:
                     return None
                 t = now()
@@ -371,9 +390,10 @@ class RunStore:
         return None
 
     @retry_locked
-    def register_worker(self, pid: int, device: str) -> int:
+    def register_worker(self, pid: int, device: str, host: str | None = None) -> int:
+        """A worker is known by its host and its process id there (`host`: default this machine's name)."""
         with self._session.begin() as s:
-            w = WorkerRow(pid=pid, host=socket.gethostname(), device=device, status="idle", current_run=None,
+            w = WorkerRow(pid=pid, host=host or socket.gethostname(), device=device, status="idle", current_run=None,
                           started_at=now(), heartbeat_at=now())
             s.add(w)
             s.flush()
@@ -435,7 +455,8 @@ class RunStore:
 def _lost_schema_race(e: Exception) -> bool:
     """Another process created the same table, column or schema-version row a moment earlier."""
     text = str(e).lower()
-    return any(s in text for s in ("already exists", "duplicate column", "unique constraint", "duplicate key"))
+    return any(s in text for s in ("already exists", "duplicate column", "unique constraint", "duplicate key",
+                                   "deadlock detected"))
 
 
 def _clean(v):

@@ -1,0 +1,82 @@
+"""What differs between the databases the store runs on: SQLite on one machine, PostgreSQL for a department.
+
+Only fercore.store imports this module. RunStore keeps its SQLite pragmas; everything PostgreSQL needs
+beyond "another SQLAlchemy URL" is here:
+- `postgresql://` URLs go to psycopg 3 (the driver requirements.txt installs), not SQLAlchemy's default psycopg2;
+- dead pooled connections (a server restart, a dropped network link) are replaced before use;
+- JSON without NaN: PostgreSQL's json type refuses the NaN/Infinity tokens Python writes for a diverged loss or
+  an exploding gradient, so an infinity is written as 1e999 (valid JSON, read back by Python as inf; the
+  diagnosis of exploding gradients needs it) and a NaN as null;
+- a table whose ids were inserted explicitly (`db copy` keeps run ids) has its id sequence moved past them.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from fercore.errors import UserError
+
+_INF = "\x00fer-inf\x00"   # placeholders no real value contains (PostgreSQL text cannot hold NUL at all)
+_NEG_INF = "\x00fer-neg-inf\x00"
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3, the driver the lab installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class DatabaseUnreachable(UserError, ValueError):
+    """The database server did not answer (down, wrong address or password); the message is a plain sentence.
+    A ValueError, like every other mistake a user can fix, so the CLI and the pages show just the sentence."""
+
+
+def unreachable(e: OperationalError, where: str) -> DatabaseUnreachable | None:
+    """The sentence for a connection that failed before any query ran, or None for any other error."""
+    reason = str(getattr(e, "orig", None) or e).strip().splitlines()
+    if not reason or not any(w in reason[0].lower() for w in ("connection", "could not translate host", "timeout")):
+        return None
+    return DatabaseUnreachable(f"Could not reach the database {where}: {reason[0].rstrip('.')}. Check FER_DB_URL "
+                               "(or --db) and that the server is running.")
+
+
+def engine_options(url: str) -> dict:
+    """Extra create_engine() arguments for this URL's database."""
+    if url.startswith("sqlite"):
+        return {}
+    return {"pool_pre_ping": True, "json_serializer": dumps_finite,
+            "connect_args": {"connect_timeout": 10}}   # a server that is down: a sentence in seconds, not minutes
+
+
+def dumps_finite(value) -> str:
+    """json.dumps that PostgreSQL accepts: inf -> 1e999, -inf -> -1e999, NaN -> null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:   # rare: a diverged run's numbers
+        out = json.dumps(_finite(value), allow_nan=False)
+        return out.replace(json.dumps(_INF), "1e999").replace(json.dumps(_NEG_INF), "-1e999")
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if v != v else (_INF if v > 0 else _NEG_INF)
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def move_id_sequence_past(conn, table: str) -> None:
+    """After rows were inserted with explicit ids, the next id the database hands out must be a new one.
+    SQLite takes max(id) + 1 by itself; PostgreSQL draws from a sequence that knows nothing of those rows."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                      f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"))
+
