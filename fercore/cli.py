@@ -136,7 +136,8 @@ def cmd_train(args, store):
 @command("worker")
 def cmd_worker(args, store):
     from .jobs import run_worker
-    n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit)
+    n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit,
+                   stall_minutes=args.stall_minutes)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
 
@@ -168,7 +169,8 @@ def cmd_runs_show(args, store):
 
 @command("runs cancel")
 def cmd_runs_cancel(args, store):
-    run = store.request_cancel(args.run)
+    from .jobs import cancel_runs
+    [run] = cancel_runs(store, [args.run])
     msg = {"cancelled": "Cancelled.", "running": "Cancel requested; the worker stops it within a batch or two."}
     return ({"id": run["id"], "name": run["name"], "status": run["status"]},
             msg.get(run["status"], f"Run {run['name']} is already {run['status']}; nothing to cancel."))
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="drain the queue and exit")
     w.add_argument("--device", default=None)
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    w.add_argument("--stall-minutes", type=float, default=None,
+                   help="fail a run whose training made no progress for this long (default: $FER_STALL_MINUTES "
+                        "or 30; 0 = off)")
 
     runs = group("runs", "list, show, cancel, delete, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])

@@ -13,6 +13,7 @@ from .config import RunConfig
 from .data.dataset import DataError, FERDataset
 from .metrics import evaluation_record
 from .runfile import RunFileError, load_model
+from .safeio import atomic_path
 from .train import predict_probs
 
 
@@ -102,8 +103,8 @@ def explain_image(pred: Predictor, path: Path, method: str, out: Path, face: int
                      target_layer=saliency_target_layer(pred.model) if method == "gradcam" else None)
     heat = overlay(np.asarray(Image.fromarray(crop).resize((192, 192))), attr)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(heat).save(out)
+    with atomic_path(out) as tmp:   # same suffix: PIL picks the format by it
+        Image.fromarray(heat).save(tmp)
     return {"image": str(path), "face": face, "box": res["faces"][face - 1]["box"], "top": top,
             "method": method, "out": str(out), "seconds": time.perf_counter() - t0}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from fercore import jobs
 from fercore.ui import figures, fmt, state, tables
 
 state.require_app(__file__)
@@ -80,8 +81,7 @@ with b:
 active = [i for i in selected if by_id[i]["status"] in ("queued", "running")]
 if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
     with state.shown_errors("Cancelling runs"):
-        for rid in active:
-            store.request_cancel(rid)
+        jobs.cancel_runs(store, active)
         st.rerun()
 if not allowed:
     st.caption(state.LOCKED_NOTE)

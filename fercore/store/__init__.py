@@ -1,4 +1,4 @@
 """The run store: datasets, runs, epochs, evaluations, workers. The only code that writes SQL."""
-from .runstore import ACTIVE, STATUSES, NotFound, RunStore, default_db
+from .runstore import ACTIVE, STATUSES, NotFound, RunStore, TrialExists, default_db
 
-__all__ = ["RunStore", "NotFound", "STATUSES", "ACTIVE", "default_db"]
+__all__ = ["RunStore", "NotFound", "TrialExists", "STATUSES", "ACTIVE", "default_db"]

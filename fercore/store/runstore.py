@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import RunConfig
 from ..data.dataset import FERDataset
+from ..safeio import replace_durably
 from .schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
@@ -29,6 +30,10 @@ ACTIVE = ("queued", "running")
 
 class NotFound(LookupError):
     """No run/dataset by that id or name; the message is a plain sentence."""
+
+
+class TrialExists(ValueError):
+    """Another process queued this sweep trial a moment earlier."""
 
 
 def now() -> datetime:
@@ -139,7 +144,7 @@ class RunStore:
             os.close(fd)
             try:
                 ds.save(tmp)
-                os.replace(tmp, path)   # atomic: a failed import leaves no half file behind ...
+                replace_durably(tmp, path)   # atomic and fsync'd: a failed import or a power cut leaves no half file ...
             finally:
                 Path(tmp).unlink(missing_ok=True)   # ... and a full disk mid-save leaves no temporary one either
         for attempt in range(2):
@@ -202,19 +207,29 @@ class RunStore:
     # --- runs ------------------------------------------------------------------------------------
     @retry_locked
     def create_run(self, config: RunConfig, status: str = "queued", group_kind: str | None = None,
-                   group_name: str | None = None, classes: list | None = None) -> dict:
+                   group_name: str | None = None, classes: list | None = None, trial: int | None = None) -> dict:
         with self._session.begin() as s:
             row = RunRow(name=config.name or "", status=status, config=config.to_dict(), dataset=config.data,
                          classes=list(classes or config.classes), created_at=now(), progress={},
-                         cancel_requested=False, group_kind=group_kind, group_name=group_name, summary={})
+                         cancel_requested=False, group_kind=group_kind, group_name=group_name, trial=trial,
+                         summary={})
             if status == "running":
-                row.started_at = row.heartbeat_at = now()
+                row.started_at = row.heartbeat_at = row.progress_at = now()
             s.add(row)
             s.flush()
             if not row.name:
                 row.name = f"run-{row.id}"
             s.flush()
             return self._run_dict(s, row)
+
+    def queue_trial(self, config: RunConfig, sweep: str, trial: int) -> dict:
+        """Queue trial `trial` of a sweep. Raises TrialExists when another process queued that trial a moment
+        earlier (a unique (group_name, trial) index decides), so two workers that both decide to queue a sweep's
+        next trial queue it once."""
+        try:
+            return self.create_run(config, status="queued", group_kind="sweep", group_name=sweep, trial=trial)
+        except IntegrityError:
+            raise TrialExists(f"Trial {trial} of sweep {sweep} exists already.") from None
 
     def resolve(self, run: int | str) -> int:
         """A run id from an id or a name (the newest run of that name)."""
@@ -266,6 +281,8 @@ class RunStore:
     def update_run(self, run_id: int, **values) -> None:
         if "config" in values and isinstance(values["config"], RunConfig):
             values["config"] = values["config"].to_dict()
+        if "progress" in values:
+            values.setdefault("progress_at", now())
         with self._session.begin() as s:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
@@ -294,13 +311,15 @@ class RunStore:
             row.extra = {k: _clean(v) for k, v in rec.items() if k not in cols}
             run = s.get(RunRow, run_id)
             run.summary = _summary(run.summary or {}, rec)
-            run.heartbeat_at = now()
+            run.heartbeat_at = run.progress_at = now()
 
     @retry_locked
     def set_progress(self, run_id: int, progress: dict) -> bool:
         """Store live progress and beat the heart; returns True if a cancel was requested."""
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=now()))
+            t = now()
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=t,
+                                                                        progress_at=t))
             return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
     @retry_locked
@@ -358,8 +377,8 @@ class RunStore:
                     return None
                 t = now()
                 res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == "queued").values(
-                    status="running", worker_id=worker_id, started_at=t, heartbeat_at=t, device=device,
-                    progress={}, error=None))
+                    status="running", worker_id=worker_id, started_at=t, heartbeat_at=t, progress_at=t,
+                    device=device, progress={}, error=None))
                 if res.rowcount == 1:
                     return self._run_dict(s, s.get(RunRow, rid))
         return None
@@ -402,6 +421,45 @@ class RunStore:
                       .values(status="stopped"))
             return ids
 
+    @retry_locked
+    def fail_stalled_runs(self, stalled_after_s: float, reason: str, run_id: int | None = None) -> list[int]:
+        """Fail running runs whose training reported nothing (no batch, no epoch) for stalled_after_s, however
+        fresh their heartbeat: the process is alive but its loop hangs. Their epochs stay, and a cancel is
+        requested too, so a loop that wakes up later stops at its next batch. Returns the ids failed."""
+        cutoff = now() - timedelta(seconds=stalled_after_s)
+        last = func.coalesce(RunRow.progress_at, RunRow.started_at, RunRow.created_at)
+        with self._session.begin() as s:
+            q = select(RunRow.id).where(RunRow.status == "running", last < cutoff)
+            if run_id is not None:
+                q = q.where(RunRow.id == run_id)
+            ids = list(s.scalars(q))
+            failed = []
+            for rid in ids:   # one conditional update each: a run another reaper failed first is not counted twice
+                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == "running").values(
+                    status="failed", finished_at=now(), error=reason, cancel_requested=True))
+                if res.rowcount == 1:
+                    failed.append(rid)
+            return failed
+
+    # --- meta flags -----------------------------------------------------------------------------------
+    @retry_locked
+    def claim_flag(self, key: str) -> bool:
+        """Set a one-time flag in the database; True for the one caller that set it, False once it is set."""
+        with self._session() as s:
+            if s.get(Meta, key) is not None:   # the usual answer, without taking the write lock
+                return False
+        try:
+            with self._session.begin() as s:
+                s.add(Meta(key=key, value=now().isoformat(timespec="seconds")))
+            return True
+        except IntegrityError:
+            return False
+
+    @retry_locked
+    def release_flag(self, key: str) -> None:
+        with self._session.begin() as s:
+            s.execute(delete(Meta).where(Meta.key == key))
+
     # --- dict views --------------------------------------------------------------------------------
     def _tests(self, s: Session, ids: list[int]) -> dict[int, dict]:
         if not ids:
@@ -427,7 +485,7 @@ class RunStore:
                 "finished_at": _iso(r.finished_at), "duration_s": dur, "device": r.device, "error": r.error,
                 "worker_id": r.worker_id, "heartbeat_at": _iso(r.heartbeat_at), "progress": r.progress or {},
                 "cancel_requested": bool(r.cancel_requested), "checkpoint": r.checkpoint, "log_path": r.log_path,
-                "group_kind": r.group_kind, "group_name": r.group_name, "n_params": r.n_params,
+                "group_kind": r.group_kind, "group_name": r.group_name, "trial": r.trial, "n_params": r.n_params,
                 "summary": r.summary or {}, "test": test}
 
     @staticmethod
