@@ -157,7 +157,8 @@ def cmd_worker(args, store):
         res = run_worker_per_gpu(store, args.gpus, once=args.once, idle_exit_s=args.idle_exit)
         return res, describe(res)
     from fercore.jobs.worker import run_worker
-    n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit)
+    n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit,
+                   stall_minutes=args.stall_minutes)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
 
@@ -184,7 +185,8 @@ def cmd_runs_show(args, store):
 
 @command("runs cancel")
 def cmd_runs_cancel(args, store):
-    run = store.request_cancel(args.run)
+    from fercore.jobs.worker import cancel_runs
+    [run] = cancel_runs(store, [args.run])
     msg = {RunStatus.CANCELLED: "Cancelled.",
            RunStatus.RUNNING: "Cancel requested; the worker stops it within a batch or two."}
     return _brief(run), msg.get(run.status, f"Run {run.label} is already {run.status}; nothing to cancel.")
@@ -438,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     w.add_argument("--gpus", default=None, metavar="all|0,1,...",
                    help="start one worker process per GPU (all visible ones, or those listed)")
+    w.add_argument("--stall-minutes", type=float, default=None,
+                   help="fail a run whose training made no progress for this long (default: $FER_STALL_MINUTES "
+                        "or 30; 0 = off)")
 
     runs = group("runs", "list, show, cancel, resume, delete, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])

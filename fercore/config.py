@@ -18,6 +18,11 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  
 ARCHS = ("custom", "vgg16", "resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b2")
 TRANSFER_MODES = ("scratch", "head", "frozen", "unfrozen")
 SPLIT_MODES = ("usage", "random", "val_from_train")
+# Upper bounds of the custom CNN's and the FC block's sizes: far above any recipe (the widest preset has 768 filters
+# and 1024 units), low enough that a typo or a crafted config cannot ask for billions of weights per layer.
+MAX_FILTERS = 2048
+MAX_FC_UNITS = 8192
+MAX_LAYERS = 8
 
 
 
@@ -135,8 +140,14 @@ class RunConfig:
                     raise ConfigError(f"{f.name} must be at most {meta['hi']}, not {v}.")
         if not self.filters or any(int(x) < 1 for x in self.filters):
             raise ConfigError("filters must be a list of positive numbers of channels.")
+        if len(self.filters) > MAX_LAYERS or any(int(x) > MAX_FILTERS for x in self.filters):
+            raise ConfigError(f"filters may list at most {MAX_LAYERS} blocks of at most {MAX_FILTERS} channels each, "
+                              f"not {','.join(map(str, self.filters))}.")
         if any(int(x) < 1 for x in self.fc_units):
             raise ConfigError("fc_units must be positive widths.")
+        if len(self.fc_units) > MAX_LAYERS or any(int(x) > MAX_FC_UNITS for x in self.fc_units):
+            raise ConfigError(f"fc_units may list at most {MAX_LAYERS} layers of at most {MAX_FC_UNITS} units each, "
+                              f"not {','.join(map(str, self.fc_units))}.")
         if self.split == "random":
             r = self.split_ratios
             if len(r) not in (2, 3) or any(x <= 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
@@ -221,5 +232,5 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
         if isinstance(default, float):
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an infinite number where an int belongs
         raise ConfigError(f"{f.name} got {value!r}, which is not a valid {type(default).__name__}.") from None

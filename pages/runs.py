@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import fmt
+from fercore.jobs import worker
 from fercore.store.entities import RunStatus
 from fercore.ui import figures, state, tables
 
@@ -82,8 +83,7 @@ with b:
 active = [i for i in selected if by_id[i].status.active]
 if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
     with state.shown_errors("Cancelling runs"):
-        for rid in active:
-            store.request_cancel(rid)
+        worker.cancel_runs(store, active)
         st.rerun()
 if not allowed:
     st.caption(state.LOCKED_NOTE)

@@ -92,7 +92,7 @@ def queue() -> None:
         else:
             b.caption("waiting for a worker")
         if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):
-            store.request_cancel(r.id)
+            worker.cancel_runs(store, [r.id])
             st.rerun(scope="fragment")
     if active and not allowed:
         st.caption(state.LOCKED_NOTE)

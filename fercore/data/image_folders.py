@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from fercore.config import EMOTIONS
 from fercore.data import cache
 from fercore.data.dataset import DataError, FERDataset
+from fercore.data.decompress import ARCHIVE_ERRORS, describe
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Usage values and split folder names (compared in lower case) -> split code
@@ -27,6 +28,7 @@ CLASS_ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "h
 MAX_ARCHIVE_BYTES = 2 * 1024 ** 3    # declared uncompressed total of a zip
 MAX_IMAGE_BYTES = 32 * 1024 ** 2
 MAX_IMAGE_PIXELS = 50_000_000        # a 7000x7000 photo; more is a decompression bomb, not a face
+MAX_IMAGES = 150_000                 # FER2013 has 35,887; 150,000 48x48 faces are 346 MB of pixels
 FAST_DECODE_MAX_PIXELS = 1024 * 1024  # bigger images go to PIL, which decodes JPEGs at a reduced scale
 DECODE_THREADS = min(8, os.cpu_count() or 2)
 
@@ -58,8 +60,10 @@ def load_image_zip(path: Path, name: str) -> FERDataset:
             notes = [f"{unsafe} zip entries with absolute or ../ paths ignored."] if unsafe else []
             return images_to_dataset(entries, lambda m: read_zip_member(zf, m), dataset_name(path), str(path),
                                      name, str(path.resolve()), notes)
-    except zipfile.BadZipFile as e:
-        raise DataError(f"{path} is not a readable zip file ({e}).") from None
+    except DataError:
+        raise
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"{path} is not a readable zip file ({describe(e)}).") from None
 
 
 def read_zip_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
@@ -96,6 +100,9 @@ def images_to_dataset(entries, read, root_name: str, where: str, name: str, sour
     """entries: (path parts below the root, what `read` needs to fetch the bytes) per image file."""
     if not entries:
         raise DataError(f"{where} holds no .jpg, .jpeg or .png images.")
+    if len(entries) > MAX_IMAGES:
+        raise DataError(f"{where} holds {len(entries):,} images; FER Lab imports at most {MAX_IMAGES:,} "
+                        "(FER2013 has 35,887), so that the lab's memory stays bounded.")
     loose = sum(len(parts) < 2 for parts, _ in entries)
     entries = sorted((e for e in entries if len(e[0]) >= 2), key=lambda e: e[0])  # same order from a folder or zip
     if not entries:

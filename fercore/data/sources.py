@@ -22,18 +22,16 @@ import numpy as np
 from fercore.config import EMOTIONS
 from fercore.data import cache
 from fercore.data.dataset import SPLITS, DataError, FERDataset
-from fercore.data.image_folders import (
-    IMAGE_SUFFIXES,
-    SPLIT_NAMES,
-    dataset_name,
-    load_image_folder,
-    load_image_zip,
-    zip_members,
-)
+from fercore.data.decompress import (ARCHIVE_ERRORS, MAX_EXPANDED_BYTES, describe, gunzip_capped, open_maybe_gzipped,
+                                     refuse_expansion)
+from fercore.data.image_folders import (IMAGE_SUFFIXES, SPLIT_NAMES, dataset_name, load_image_folder, load_image_zip,
+                                        zip_members)
 from fercore.data.synthetic import make_synthetic
 
 PIXELS_PER_IMAGE = 48 * 48
-MAX_CSV_BYTES = 2 * 1024 ** 3        # the real fer2013.csv is 287 MB; anything this big is not FER2013
+MAX_CSV_BYTES = MAX_EXPANDED_BYTES   # the real fer2013.csv is 287 MB; anything much bigger is not FER2013
+MAX_LINE_BYTES = 1024 ** 2           # a FER2013 row is ~9 kB; a longer line is not one (and is not held whole)
+ROWS_PER_BLOCK = 4096
 SPLIT_TO_USAGE = {0: "Training", 1: "PublicTest", 2: "PrivateTest"}
 CSV_FILE_NAMES = ("fer2013.csv", "icml_face_data.csv")   # preferred when an archive holds several CSVs
 
@@ -90,78 +88,81 @@ def load_synthetic(text: str) -> FERDataset:
 # --- FER2013 challenge CSV
 
 def load_csv_file(path: Path) -> FERDataset:
-    if path.stat().st_size > MAX_CSV_BYTES:
-        raise DataError(f"{path} is {path.stat().st_size / 1e9:.1f} GB, too large to be a FER2013 CSV.")
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        data = gunzip_capped(data, path)
-    return parse_challenge_csv(data, str(path), dataset_name(path), str(path.resolve()))
-
-
-def gunzip_capped(data: bytes, where) -> bytes:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            out = f.read(MAX_CSV_BYTES + 1)
-    except (OSError, EOFError) as e:
-        raise DataError(f"{where} is not a readable gzip file ({e}).") from None
-    if len(out) > MAX_CSV_BYTES:
-        raise DataError(f"{where} expands to more than {MAX_CSV_BYTES // 1024 ** 3} GB; that is not a FER2013 CSV.")
-    return out
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise DataError(f"{path} is {size / 1e6:,.0f} MB, too large to be a FER2013 CSV (that is 287 MB).")
+    with open(path, "rb") as raw:
+        stream = open_maybe_gzipped(raw, str(path), "file")
+        return read_challenge_csv(stream, str(path), dataset_name(path), str(path.resolve()))
 
 
 def parse_challenge_csv(data: bytes, where: str, name: str, source: str) -> FERDataset:
-    """Parse the FER2013 challenge CSV. Rows are split in Python (35,887 of them) but each row's
-    2,304 pixel values are parsed by numpy in C, which is what makes a full import take seconds."""
-    lines = split_lines(data, where)
-    del data
-    columns = [c.decode("utf-8", "replace").strip().strip('"').strip().lower() for c in lines[0].split(b",")]
+    """Parse a FER2013 challenge CSV held in memory."""
+    return read_challenge_csv(io.BytesIO(data), where, name, source)
+
+
+def read_challenge_csv(stream, where: str, name: str, source: str) -> FERDataset:
+    """Parse the FER2013 challenge CSV from a binary stream, line by line: memory holds the images parsed so far,
+    never the text (a 287 MB fer2013.csv is 83 MB of pixels). Rows are split in Python (35,887 of them) but each
+    row's 2,304 pixel values are parsed by numpy in C, which is what makes a full import take seconds."""
+    lines = csv_lines(stream, where)
+    first = next(lines, None)
+    if first is None or (not first[1].strip() and all(not line.strip() for _, line in lines)):
+        raise DataError(f"{where} is empty.")
+    header = first[1]
+    columns = [c.decode("utf-8", "replace").strip().strip('"').strip().lower() for c in header.split(b",")]
     if "emotion" not in columns or "pixels" not in columns:
-        first = lines[0][:80].decode("utf-8", "replace")
-        raise DataError(f"{where} does not look like a FER2013 CSV: its first line is {first!r}, "
+        first_line = header[:80].decode("utf-8", "replace")
+        raise DataError(f"{where} does not look like a FER2013 CSV: its first line is {first_line!r}, "
                         "but the columns emotion, pixels and (optionally) Usage are expected.")
     label_col, pixel_col = columns.index("emotion"), columns.index("pixels")
     usage_col = columns.index("usage") if "usage" in columns else None
-    images = np.empty((len(lines) - 1, PIXELS_PER_IMAGE), dtype=np.uint8)
-    labels = np.empty(len(lines) - 1, dtype=np.int64)
-    split = np.zeros(len(lines) - 1, dtype=np.uint8)
-    n = 0
-    for line_no, line in enumerate(lines[1:], start=2):
+    blocks: list[np.ndarray] = []     # rows arrive one by one: fill fixed-size blocks, join them once at the end
+    labels, split = [], []
+    for line_no, line in lines:
         fields = line.split(b",")
         if len(fields) != len(columns):
             if not line.strip():
                 continue    # blank lines carry nothing; skipping them is what a spreadsheet would do
             raise DataError(f"{where}, line {line_no}: expected {len(columns)} comma-separated fields, "
                             f"found {len(fields)}.")
-        images[n] = parse_pixels(fields[pixel_col], where, line_no)
-        labels[n] = parse_label(fields[label_col], where, line_no)
-        if usage_col is not None:
-            split[n] = parse_usage(fields[usage_col], where, line_no)
-        n += 1
+        if len(labels) % ROWS_PER_BLOCK == 0:
+            blocks.append(np.empty((ROWS_PER_BLOCK, PIXELS_PER_IMAGE), dtype=np.uint8))
+        blocks[-1][len(labels) % ROWS_PER_BLOCK] = parse_pixels(fields[pixel_col], where, line_no)
+        labels.append(parse_label(fields[label_col], where, line_no))
+        split.append(parse_usage(fields[usage_col], where, line_no) if usage_col is not None else 0)
+    n = len(labels)
     if n == 0:
         raise DataError(f"{where} has a header line but no images.")
     notes = [] if usage_col is not None else [
         "The CSV has no Usage column, so every image is in train; use a random split to train on it."]
-    return FERDataset(name, source, list(EMOTIONS), images[:n].reshape(n, 48, 48), labels[:n], split[:n],
-                      notes=notes)
+    blocks[-1] = blocks[-1][:n - ROWS_PER_BLOCK * (len(blocks) - 1)]
+    images = np.concatenate(blocks)   # exactly n rows: no unused block memory stays attached to the dataset
+    del blocks
+    return FERDataset(name, source, list(EMOTIONS), images.reshape(n, 48, 48), np.array(labels, dtype=np.int64),
+                      np.array(split, dtype=np.uint8), notes=notes)
 
 
-def split_lines(data: bytes, where: str) -> list[bytes]:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]     # the UTF-8 mark Excel puts in front of CSVs it saves
-    if not data.strip():
-        raise DataError(f"{where} is empty.")
-    crlf, lf, cr = data.count(b"\r\n"), data.count(b"\n"), data.count(b"\r")
-    if crlf and (crlf != lf or cr != crlf):
-        raise DataError(f"{where} mixes Windows (CRLF) and Unix (LF) line endings; "
-                        "save it again with one kind of line ending.")
-    if cr and not crlf:
-        raise DataError(f"{where} has carriage returns (CR) that are not Windows line endings; "
-                        "save it again with Unix (LF) or Windows (CRLF) line endings.")
-    lines = data.split(b"\r\n" if crlf else b"\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
+def csv_lines(stream, where: str):
+    """(line number, line without its ending) for every line of `stream`, checking line endings as they come:
+    one kind throughout, Unix (LF) or Windows (CRLF), and no stray carriage returns (CR)."""
+    ending = None
+    for line_no, line in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), start=1):
+        if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]     # the UTF-8 mark Excel puts in front of CSVs it saves
+        if len(line) > MAX_LINE_BYTES:
+            raise DataError(f"{where}, line {line_no} is longer than {MAX_LINE_BYTES // 1024 ** 2} MB; a FER2013 "
+                            "row is about 9 kB, so this is not a FER2013 CSV.")
+        kind = "crlf" if line.endswith(b"\r\n") else "lf" if line.endswith(b"\n") else None
+        body = line[:-2] if kind == "crlf" else line[:-1] if kind == "lf" else line
+        ending = ending or kind
+        if (kind and kind != ending) or (b"\r" in body and ending == "crlf"):
+            raise DataError(f"{where} mixes Windows (CRLF) and Unix (LF) line endings; "
+                            "save it again with one kind of line ending.")
+        if b"\r" in body:
+            raise DataError(f"{where} has carriage returns (CR) that are not Windows line endings; "
+                            "save it again with Unix (LF) or Windows (CRLF) line endings.")
+        yield line_no, body
 
 
 def parse_pixels(field: bytes, where: str, line_no: int) -> np.ndarray:
@@ -211,32 +212,44 @@ def load_zip(path: Path) -> FERDataset:
             csvs = [m for m in members if m.filename.lower().endswith((".csv", ".csv.gz"))]
             if csvs and not any(m.filename.lower().endswith(IMAGE_SUFFIXES) for m in members):
                 member = pick_csv(csvs, lambda m: m.filename)
-                if member.file_size > MAX_CSV_BYTES:
-                    raise DataError(f"{path}: {member.filename} is too large to be a FER2013 CSV.")
-                data = zf.read(member)
-                if data[:2] == b"\x1f\x8b":
-                    data = gunzip_capped(data, f"{path}: {member.filename}")
-                return parse_challenge_csv(data, f"{path}: {member.filename}", dataset_name(path),
-                                           str(path.resolve()))
-    except zipfile.BadZipFile as e:
-        raise DataError(f"{path} is not a readable zip file ({e}).") from None
+                where = f"{path}: {member.filename}"
+                refuse_expansion(where, member.file_size, member.compress_size)   # what it declares, first
+                with zf.open(member) as raw:   # zipfile never yields more than the declared size
+                    stream = open_maybe_gzipped(raw, where, "zip file", lambda: member.compress_size)
+                    return read_challenge_csv(stream, where, dataset_name(path), str(path.resolve()))
+    except DataError:
+        raise
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"{path} is not a readable zip file ({describe(e)}).") from None
     return load_image_zip(path, dataset_name(path))
 
 
 def load_tar(path: Path) -> FERDataset:
-    """The original challenge download, fer2013.tar.gz, holds fer2013/fer2013.csv."""
+    """The original challenge download, fer2013.tar.gz, holds fer2013/fer2013.csv. The archive is read as a
+    stream, twice: once to list its members, once to parse the CSV, each time capped like a .csv.gz."""
     try:
-        with tarfile.open(path, "r:gz") as tf:
-            csvs = [m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".csv")]
-            if not csvs:
-                raise DataError(f"{path} holds no CSV file.")
-            member = pick_csv(csvs, lambda m: m.name)
-            if member.size > MAX_CSV_BYTES:
-                raise DataError(f"{path}: {member.name} is too large to be a FER2013 CSV.")
-            data = tf.extractfile(member).read()    # read into memory; nothing is written to disk
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .tar.gz file ({e}).") from None
-    return parse_challenge_csv(data, f"{path}: {member.name}", dataset_name(path), str(path.resolve()))
+        csvs = [(i, m.name) for i, (m, _) in enumerate(tar_members(path)) if m.name.lower().endswith(".csv")]
+        if not csvs:
+            raise DataError(f"{path} holds no CSV file.")
+        index, name = pick_csv(csvs, lambda m: m[1])
+        for i, (_, stream) in enumerate(tar_members(path)):
+            if i == index:
+                where = f"{path}: {name}"
+                return read_challenge_csv(stream, where, dataset_name(path), str(path.resolve()))
+    except DataError:
+        raise
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"{path} is not a readable .tar.gz file ({describe(e)}).") from None
+    raise DataError(f"{path} changed while it was being read; import it again.")
+
+
+def tar_members(path: Path):
+    """(member, a stream of its content, readable while it is the current member) for each file in a .tar.gz,
+    in order. The whole decompressed archive is capped, so no member can expand beyond the caps either."""
+    with open(path, "rb") as raw, tarfile.open(fileobj=gunzip_capped(raw, str(path)), mode="r|") as tf:
+        for member in tf:
+            if member.isfile():
+                yield member, tf.extractfile(member)
 
 
 def pick_csv(members, name_of):

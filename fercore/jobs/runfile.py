@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from fercore.errors import RunFileError
+from fercore.safeio import atomic_path
 from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint
-from fercore.store.entities import RunStatus
+from fercore.store.entities import Run, RunStatus
 
 STARTER_FILE = Path(__file__).resolve().parents[2] / "models" / "starter.fer.pt"
 
@@ -88,18 +89,22 @@ def _recorded_times(rec: dict) -> dict:
     return times if times["started_at"] <= times["finished_at"] else {}
 
 
-def ensure_starter(store) -> dict | None:
-    """Register the shipped starter model as the run `starter` in a database that lacks it."""
-    if not STARTER_FILE.exists():
+def ensure_starter(store) -> Run | None:
+    """Register the shipped starter model as the run `starter` in a brand-new database, once: a flag in the
+    database remembers it was done, so a starter its owner deleted stays deleted. A database that has runs but
+    no flag (made before the flag existed) is not new: its starter, if any, is its owner's business."""
+    if not STARTER_FILE.exists() or not store.claim_flag("starter_registered"):
+        return None
+    if store.list_runs(limit=1):
         return None
     try:
-        store.resolve("starter")
-        return None
-    except LookupError:
-        pass
-    return import_run(store, STARTER_FILE, name="starter")
+        return import_run(store, STARTER_FILE, name="starter")
+    except BaseException:
+        store.release_flag("starter_registered")   # a full disk, say: the next command tries again
+        raise
 
 
 def probs_to_file(path: Path, probs: np.ndarray) -> str:
-    np.save(path, probs.astype(np.float16))
+    with atomic_path(path) as tmp:
+        np.save(tmp, probs.astype(np.float16))
     return str(path)

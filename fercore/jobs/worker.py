@@ -24,6 +24,19 @@ workers of this host (this_host(): $FER_HOSTNAME, else the machine's name), the 
 sharing a PostgreSQL database only by their heartbeat. `worker --gpus all` starts one worker per GPU
 (worker_pool.py).
 
+Watchdog. A process can be alive with a hung training loop (a deadlock, a stuck GPU call): its heartbeat thread
+goes on beating, so the checks above never fire. The store therefore stamps every batch and epoch the loop reports
+(progress_at), and the heartbeat thread of the process that trains a run (a worker, or `train` in the foreground)
+fails that run when its progress has not moved for STALL_MINUTES (FER_STALL_MINUTES, `worker --stall-minutes`;
+0 turns it off), with a sentence saying so and its epochs kept, then ends its own process: the hung thread cannot be
+stopped any other way, and a new worker takes the queue on (ensure_worker, or whoever started the first one).
+fit() reports no batches while it evaluates (val after each epoch, val and test at the end, with TTA), so the window
+must exceed the longest evaluation: raise it for ten-crop TTA of a big ImageNet net on a CPU.
+
+Sweeps. Whenever a sweep's run reaches its final status (finished, failed, cancelled; ended by its worker, failed
+by the reaper or the watchdog, or cancelled before it started) the sweep is told, so a Bayesian sweep queues its
+next trial; the store queues each trial number once, however many processes tell it at the same moment.
+
 Starting. ensure_worker() starts one detached worker when runs are queued and none is alive (one
 worker per GPU by default). That worker exits after IDLE_EXIT_S seconds with an empty queue (read
 from the environment variable FER_WORKER_IDLE_EXIT_S), so it never lingers after a class.
@@ -56,6 +69,10 @@ HOST_ENV = "FER_HOSTNAME"   # the name this machine's workers register under (tw
 WORKER_STOPPED = "worker stopped"
 MAX_ATTEMPTS = 3           # a run whose worker died this many times is left failed
 REPO_ROOT = Path(__file__).resolve().parents[2]
+STALL_MINUTES = 30.0       # a run whose loop reported no batch or epoch for this long is failed (the watchdog)
+STALL_ENV = "FER_STALL_MINUTES"
+EXIT_STALLED = 3           # exit status of a process the watchdog ended
+STALLED = "training stalled"
 
 log = logging.getLogger("fercore.worker")
 run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handler is swapped per run
@@ -63,10 +80,11 @@ run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handl
 
 # --- the worker ------------------------------------------------------------------------------------------
 def run_worker(store: RunStore, once: bool = False, device: str | None = None, poll_s: float = 2.0,
-               idle_exit_s: float | None = None) -> int:
+               idle_exit_s: float | None = None, stall_minutes: float | None = None) -> int:
     """Claim and train queued runs until the queue is empty (once=True), a SIGTERM/SIGINT arrives, or
-    the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained."""
-    from fercore.train import device_name  # torch is imported only by code that trains
+    the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained. stall_minutes: the
+    watchdog's window (default: $FER_STALL_MINUTES, else STALL_MINUTES; 0 turns it off)."""
+    from fercore.train import device_name   # torch is imported only by code that trains
     _log_to_stderr()
     if idle_exit_s is None and os.environ.get(IDLE_EXIT_ENV):
         idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
@@ -74,7 +92,7 @@ def run_worker(store: RunStore, once: bool = False, device: str | None = None, p
     label = device_name(dev)
     worker_id = store.register_worker(os.getpid(), label, this_host())
     stop = threading.Event()
-    beat = Heartbeat(store.url, worker_id, stop)
+    beat = Heartbeat(store.url, worker_id, stop, stall_s=stall_seconds(stall_minutes))
     beat.start()
     restore_signals = _stop_on_signals(stop)
     log.info("worker %d (pid %d) on %s of %s started", worker_id, os.getpid(), label, this_host())
@@ -191,12 +209,15 @@ def _tell_sweep(store: RunStore, run: dict) -> None:
 class Heartbeat(threading.Thread):
     """Beats the worker row and the current run's heartbeat from a thread of its own (with its own
     database connection), so a run is alive as long as its worker process is, whatever the training
-    loop is doing. On a stop request it asks the current run to stop at its next batch."""
+    loop is doing. On a stop request it asks the current run to stop at its next batch. It is also the
+    watchdog: a current run whose progress stood still for stall_s seconds is failed, and on_stall(run_id)
+    (by default: end this process, whose training thread hangs) is called."""
 
     def __init__(self, url: str, worker_id: int | None, stop_requested: threading.Event,
-                 interval: float = HEARTBEAT_S):
+                 interval: float = HEARTBEAT_S, stall_s: float | None = None, on_stall=None):
         super().__init__(name="fercore-heartbeat", daemon=True)
         self.url, self.worker_id, self.stop_requested, self.interval = url, worker_id, stop_requested, interval
+        self.stall_s, self.on_stall = stall_s, on_stall or (lambda run_id: exit_hung_process())
         self.current_run: int | None = None
         self.interrupted_run: int | None = None   # the run we asked to stop because the worker is stopping
         self._halted = threading.Event()
@@ -221,6 +242,13 @@ class Heartbeat(threading.Thread):
         rid = self.current_run
         if rid is not None:
             store.update_run(rid, heartbeat_at=now())
+            if self.stall_s and store.fail_stalled_runs(self.stall_s, stalled_reason(self.stall_s), run_id=rid):
+                log.error("run %d failed: %s", rid, stalled_reason(self.stall_s))
+                _tell_sweep(store, store.get_run(rid))
+                if self.worker_id is not None:   # this worker is done: its one thread that trains hangs
+                    store.worker_heartbeat(self.worker_id, "stopped", None)
+                self.on_stall(rid)
+                return
             if self.stop_requested.is_set() and self.interrupted_run != rid:
                 run = store.get_run(rid)
                 if run.status == RunStatus.RUNNING and not run.cancel_requested:
@@ -238,11 +266,43 @@ class Heartbeat(threading.Thread):
             time.sleep(0.1)
 
 
+def stall_seconds(minutes: float | None = None) -> float | None:
+    """The watchdog's window in seconds: `minutes`, else $FER_STALL_MINUTES, else STALL_MINUTES; None when 0 (off)."""
+    if minutes is None:
+        try:
+            minutes = float(os.environ.get(STALL_ENV) or STALL_MINUTES)
+        except ValueError:
+            log.warning("%s=%r is not a number of minutes; using %g", STALL_ENV, os.environ[STALL_ENV], STALL_MINUTES)
+            minutes = STALL_MINUTES
+    return minutes * 60.0 if minutes > 0 else None
+
+
+def stalled_reason(stall_s: float) -> str:
+    n, unit = (stall_s / 60, "minute") if stall_s >= 60 else (stall_s, "second")
+    window = f"{n:g} {unit}{'' if n == 1 else 's'}"
+    return (f"{STALLED}: no batch or epoch finished for {window} although its process was alive, so it was "
+            f"stopped (the limit is {STALL_ENV} or `worker --stall-minutes`); the finished epochs are kept")
+
+
+def exit_hung_process() -> None:
+    """The watchdog's last step: this process's training thread hangs and cannot be stopped from another thread,
+    so the process ends (its run is already failed, its worker row stopped); ensure_worker starts a fresh worker
+    for the rest of the queue."""
+    log.error("the training loop hung; this process exits (status %d)", EXIT_STALLED)
+    print("error: the training stalled and was stopped; `runs show RUN` gives the reason.", file=sys.stderr)
+    for handler in [*log.handlers, *run_log.handlers]:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    os._exit(EXIT_STALLED)
+
+
 @contextmanager
 def heartbeat_while(store: RunStore, run_id: int):
     """Keep a run's heartbeat fresh while the caller trains it in the foreground (`train` without --queue),
-    so a long evaluation is not mistaken for a dead run by reap()."""
-    beat = Heartbeat(store.url, None, threading.Event())
+    so a long evaluation is not mistaken for a dead run by reap(); the watchdog watches its progress too."""
+    beat = Heartbeat(store.url, None, threading.Event(), stall_s=stall_seconds())
     beat.current_run = run_id
     beat.start()
     try:
@@ -299,6 +359,9 @@ def reap(store: RunStore) -> list[int]:
             log.info("run %d: %s; queued again to resume from its last epoch", rid, WORKER_STOPPED)
         else:
             log.info("run %d failed: %s", rid, WORKER_STOPPED)
+            run = store.get_run(rid)
+            if run.group_kind == "sweep":
+                _tell_sweep(store, run)
     return failed
 
 
@@ -331,6 +394,29 @@ def resume_run(store: RunStore, run) -> Run:
 def this_host() -> str:
     """The host name this machine's workers register under: $FER_HOSTNAME, else the machine's own name."""
     return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
+# --- cancelling --------------------------------------------------------------------------------------------
+def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
+    """Cancel runs: a queued one at once, a running one at its next batch (its worker then ends it `cancelled`).
+    A sweep whose trial was cancelled goes on with its next trial, as after any trial that ended; but when one
+    call cancels several trials of a sweep and none is left to come, its owner is stopping the sweep (the Runs
+    page's "Cancel selected"), and it stops instead of queueing new trials."""
+    ids = [store.resolve(r) for r in runs]
+    sweeps = {}
+    for rid in ids:
+        run = store.get_run(rid)
+        if run.group_kind == "sweep" and run.status.active:
+            sweeps.setdefault(run.group_name, set()).add(rid)
+    out = [store.request_cancel(rid) for rid in ids]
+    from fercore.teach.sweeps import stop_sweep
+    for name, chosen in sweeps.items():
+        if len(chosen) > 1 and not any(r.status.active and r.id not in chosen for r in store.list_runs(group_name=name)):
+            stop_sweep(store, name)
+    for run in out:
+        if run.group_kind == "sweep" and run.status == RunStatus.CANCELLED:
+            _tell_sweep(store, run)
+    return out
 
 
 def pid_alive(pid: int) -> bool:

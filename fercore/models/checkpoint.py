@@ -7,6 +7,7 @@ with the run's record added.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -18,8 +19,10 @@ import torch
 
 from fercore.config import RunConfig
 from fercore.errors import ConfigError, RunFileError
+from fercore.safeio import replace_durably
 
 FORMAT = "fercore-run/1"
+MAX_RUN_FILE_PARAMS = 200_000_000   # 800 MB of float32 weights; the biggest recipe (ResNet101 + head) is ~45 million
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, classes: list[str], mean: float,
@@ -37,7 +40,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, config: RunConfig, class
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
-        os.replace(tmp, path)   # a full disk mid-save leaves the old file, never half a file
+        replace_durably(tmp, path)   # a full disk mid-save or a power cut leaves the old file, never half a file
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,6 +66,8 @@ def read_run_file(path: Path) -> dict:
         config = RunConfig.from_dict(json.loads(payload["config"]))
         record = json.loads(payload.get("record") or "{}")
         classes = [str(c) for c in payload["classes"]]
+        mean, std = float(payload["mean"]), float(payload["std"])
+        assert isinstance(record, dict) and isinstance(payload["classes"], (list, tuple)) and len(classes) >= 2
         state = payload["state_dict"]
         assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
         probs = payload.get("probs") or {}
@@ -71,8 +76,7 @@ def read_run_file(path: Path) -> dict:
     except (KeyError, ValueError, AssertionError, ConfigError, TypeError):
         raise RunFileError(f"{path.name} is damaged: its config, classes or weights are missing or invalid.") \
             from None
-    return {"config": config, "classes": classes, "mean": float(payload["mean"]), "std": float(payload["std"]),
-            "state_dict": state, "record": record,
+    return {"config": config, "classes": classes, "mean": mean, "std": std, "state_dict": state, "record": record,
             "probs": {k: v.float().numpy() for k, v in probs.items()}}
 
 
@@ -82,8 +86,12 @@ def refuse_zip_bomb(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             expanded = sum(member.file_size for member in zf.infolist())
-    except (zipfile.BadZipFile, OSError):
-        return   # not a zip at all: torch.load says it is not a run file
+    except Exception:   # noqa: BLE001 - whatever a damaged zip makes zipfile raise
+        with open(path, "rb") as f:
+            if f.read(2) != b"PK":
+                return   # not a zip at all: torch.load says it is not a run file
+        # a zip whose sizes cannot be read must not reach torch's own zip reader, which would inflate it unchecked
+        raise RunFileError(f"{path.name} is not a FER Lab run file (it could not be read as one).") from None
     size = path.stat().st_size
     if expanded > 2 * size + 1024 ** 2:
         raise RunFileError(f"{path.name} would expand to {expanded / 1e6:,.0f} MB from {size / 1e6:,.1f} MB; "
@@ -91,9 +99,11 @@ def refuse_zip_bomb(path: Path) -> None:
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network of a run file and load its weights (no pretrained download needed)."""
+    """Rebuild the network of a run file and load its weights (no pretrained download needed). The network's
+    size is checked first, without building it: a small file must not make the lab allocate a huge model."""
     content = read_run_file(path)
     from fercore.models.registry import build_model  # here: torchvision costs seconds `data list` need not pay
+    refuse_huge_model(Path(path).name, content)
     model = build_model(content["config"], len(content["classes"]), pretrained=False)
     state = {k: v.float() if v.is_floating_point() else v for k, v in content["state_dict"].items()}
     try:
@@ -102,3 +112,29 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
         raise RunFileError(f"{Path(path).name}: the weights do not fit the network its config describes.") from None
     model.eval()
     return model, content
+
+
+def refuse_huge_model(name: str, content: dict) -> None:
+    """The network a run file's config describes must be of a size the lab loads, and the file must carry its
+    weights. Both are known before anything is allocated: the network is counted on PyTorch's meta device."""
+    n_params = count_parameters(content["config"], len(content["classes"]))
+    if n_params > MAX_RUN_FILE_PARAMS:
+        raise RunFileError(f"{name} describes a network of {n_params / 1e6:,.0f} million weights; FER Lab loads at "
+                           f"most {MAX_RUN_FILE_PARAMS / 1e6:,.0f} million (ResNet101 has 43 million).")
+    carried = sum(v.numel() for v in content["state_dict"].values())
+    if n_params > carried:
+        raise RunFileError(f"{name}: the weights do not fit the network its config describes "
+                           f"({carried:,} values for {n_params:,} weights).")
+
+
+@functools.lru_cache(maxsize=64)
+def _count_parameters(config_json: str, num_classes: int) -> int:
+    from fercore.models.registry import build_model
+    with torch.device("meta"):   # shapes only: no memory, no random init (a fixed-size ImageNet backbone aside)
+        model = build_model(RunConfig.from_dict(json.loads(config_json)), num_classes, pretrained=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(config: RunConfig, num_classes: int) -> int:
+    """How many weights the network `config` describes has, without allocating them."""
+    return _count_parameters(config.to_json(), num_classes)

@@ -7,6 +7,8 @@ right, so "face 1" is the leftmost person in the picture, in the UI and in `pred
 from __future__ import annotations
 
 import functools
+import queue
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,16 +46,16 @@ class FaceResult:
 def detect_faces(img: Image.Image, max_side: int = 640) -> list[Box]:
     """Faces in `img` as (x, y, w, h) in its own pixels, left to right. [] when none is found
     or when this OpenCV has no cascade (see `detector_problem`)."""
-    detector = _detector()
-    if detector is None:
+    if _detector() is None:
         return []
 
     longest = max(img.size)
     scale = min(1.0, max_side / longest) if longest > MIN_DETECT_SIDE else MIN_DETECT_SIDE / longest
     small = img if scale == 1.0 else _resized(img, scale)
     gray = np.asarray(small.convert("L"))
-    found = detector.detectMultiScale(gray, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS,
-                                      minSize=(MIN_FACE, MIN_FACE))
+    with _borrowed_detector() as detector:
+        found = detector.detectMultiScale(gray, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS,
+                                          minSize=(MIN_FACE, MIN_FACE))
     boxes = [_to_original(box, scale, img.size) for box in np.asarray(found).reshape(-1, 4)]
     boxes = _merge_overlaps(boxes)
     return sorted(boxes, key=lambda b: (b[0], b[1]))
@@ -153,11 +155,37 @@ def _cascade_path() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def _detector():
+    """A loaded classifier, or None when this OpenCV cannot detect faces. It also starts the pool below."""
+    detector = _new_detector()
+    if detector is not None:
+        _idle_detectors.put(detector)
+    return detector
+
+
+def _new_detector():
     cascade_class, path = _cascade_class(), _cascade_path()
     if cascade_class is None or path is None:
         return None
     detector = cascade_class(str(path))
     return None if detector.empty() else detector
+
+
+# A CascadeClassifier keeps scratch state per call, so one object must never run in two threads at once, and every
+# Streamlit session is a thread. Each detection borrows an idle classifier (another is loaded, in a few ms, when
+# all are busy) and returns it after: sessions never share one, yet detect in parallel (OpenCV releases the GIL).
+_idle_detectors: queue.SimpleQueue = queue.SimpleQueue()
+
+
+@contextmanager
+def _borrowed_detector():
+    try:
+        detector = _idle_detectors.get_nowait()
+    except queue.Empty:
+        detector = _new_detector()
+    try:
+        yield detector
+    finally:
+        _idle_detectors.put(detector)
 
 
 # --- geometry ---------------------------------------------------------------------------------

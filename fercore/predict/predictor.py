@@ -16,6 +16,7 @@ from fercore.metrics import evaluation_record
 from fercore.models.checkpoint import load_model
 from fercore.store.entities import RunStatus
 from fercore.train import predict_probs
+from fercore.safeio import atomic_path
 
 
 @dataclass
@@ -134,8 +135,8 @@ def explain_image(pred: Predictor, path: Path, method: str, out: Path, face: int
     t0 = time.perf_counter()
     heat, note = explain_face(pred, crop, pred.classes.index(top), method)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(heat).save(out)
+    with atomic_path(out) as tmp:   # same suffix: PIL picks the format by it
+        Image.fromarray(heat).save(tmp)
     return {"image": str(path), "face": face, "box": res["faces"][face - 1]["box"], "top": top,
             "method": method, "out": str(out), "note": note, "seconds": time.perf_counter() - t0}
 

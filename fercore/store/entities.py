@@ -85,6 +85,7 @@ class Run:
     log_path: str | None = None
     group_kind: str | None = None        # lesson / sweep
     group_name: str | None = None
+    trial: int | None = None                      # a sweep run's trial number (1, 2, ...)
     n_params: int | None = None
     summary: dict = field(default_factory=dict)   # best/last/min of each metric over the epochs
     attempts: int = 0                             # how many times a worker started or resumed it
@@ -118,7 +119,7 @@ class Run:
              "duration_s": self.duration_s, "device": self.device, "error": self.error, "worker_id": self.worker_id,
              "heartbeat_at": self.heartbeat_at, "progress": self.progress, "cancel_requested": self.cancel_requested,
              "checkpoint": self.checkpoint, "log_path": self.log_path, "group_kind": self.group_kind,
-             "group_name": self.group_name, "n_params": self.n_params, "summary": self.summary,
+             "group_name": self.group_name, "trial": self.trial, "n_params": self.n_params, "summary": self.summary,
              "attempts": self.attempts,
              "accuracy": self.accuracy, "test": self.test.to_json() if self.test else None,
              "val": self.val.to_json() if self.val else None}

@@ -27,6 +27,11 @@ from fercore.errors import DataError, NotFound
 from fercore.store.dialects import engine_options, normalize_url, unreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
+from fercore.safeio import replace_durably
+
+
+class TrialExists(ValueError):
+    """Another process queued this sweep trial a moment earlier."""
 
 
 def now() -> datetime:
@@ -148,7 +153,7 @@ class RunStore:
             os.close(fd)
             try:
                 ds.save(tmp)
-                os.replace(tmp, path)   # atomic: a failed import leaves no half file behind ...
+                replace_durably(tmp, path)   # atomic and fsync'd: a failed import or a power cut leaves no half file ...
             finally:
                 Path(tmp).unlink(missing_ok=True)   # ... and a full disk mid-save leaves no temporary one either
         for attempt in range(2):
@@ -206,19 +211,29 @@ class RunStore:
     # --- runs ------------------------------------------------------------------------------------
     @retry_locked
     def create_run(self, config: RunConfig, status: RunStatus = RunStatus.QUEUED, group_kind: str | None = None,
-                   group_name: str | None = None, classes: list | None = None) -> Run:
+                   group_name: str | None = None, classes: list | None = None, trial: int | None = None) -> Run:
         with self._session.begin() as s:
             row = RunRow(name=config.name or "", status=str(status), config=config.to_dict(), dataset=config.data,
                          classes=list(classes or config.classes), created_at=now(), progress={},
-                         cancel_requested=False, group_kind=group_kind, group_name=group_name, summary={})
+                         cancel_requested=False, group_kind=group_kind, group_name=group_name, trial=trial,
+                         summary={})
             if status == RunStatus.RUNNING:
-                row.started_at = row.heartbeat_at = now()
+                row.started_at = row.heartbeat_at = row.progress_at = now()
             s.add(row)
             s.flush()
             if not row.name:
                 row.name = f"run-{row.id}"
             s.flush()
             return row.to_entity(now=now())
+
+    def queue_trial(self, config: RunConfig, sweep: str, trial: int) -> Run:
+        """Queue trial `trial` of a sweep. Raises TrialExists when another process queued that trial a moment
+        earlier (a unique (group_name, trial) index decides), so two workers that both decide to queue a sweep's
+        next trial queue it once."""
+        try:
+            return self.create_run(config, status=RunStatus.QUEUED, group_kind="sweep", group_name=sweep, trial=trial)
+        except IntegrityError:
+            raise TrialExists(f"Trial {trial} of sweep {sweep} exists already.") from None
 
     def resolve(self, run: int | str) -> int:
         """A run id from an id or a name (the newest run of that name)."""
@@ -271,6 +286,8 @@ class RunStore:
     def update_run(self, run_id: int, **values) -> None:
         if "config" in values and isinstance(values["config"], RunConfig):
             values["config"] = values["config"].to_dict()
+        if "progress" in values:
+            values.setdefault("progress_at", now())
         with self._session.begin() as s:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
@@ -299,7 +316,7 @@ class RunStore:
             row.extra = {k: _clean(v) for k, v in rec.items() if k not in cols}
             run = s.get(RunRow, run_id)
             run.summary = _summary(run.summary or {}, rec)
-            run.heartbeat_at = now()
+            run.heartbeat_at = run.progress_at = now()
 
     @retry_locked
     def truncate_epochs(self, run_id: int, after: int) -> None:
@@ -316,7 +333,9 @@ class RunStore:
     def set_progress(self, run_id: int, progress: dict) -> bool:
         """Store live progress and beat the heart; returns True if a cancel was requested."""
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=now()))
+            t = now()
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=t,
+                                                                        progress_at=t))
             return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
     @retry_locked
@@ -382,7 +401,7 @@ class RunStore:
                     return None
                 t = now()
                 res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == str(RunStatus.QUEUED)).values(
-                    status=str(RunStatus.RUNNING), worker_id=worker_id, heartbeat_at=t, device=device,
+                    status=str(RunStatus.RUNNING), worker_id=worker_id, heartbeat_at=t, progress_at=t, device=device,
                     started_at=func.coalesce(RunRow.started_at, t), progress={}, error=None,
                     attempts=func.coalesce(RunRow.attempts, 0) + 1))
                 if res.rowcount == 1:
@@ -426,6 +445,45 @@ class RunStore:
             s.execute(update(WorkerRow).where(WorkerRow.status != "stopped", WorkerRow.heartbeat_at < cutoff)
                       .values(status="stopped"))
             return ids
+
+    @retry_locked
+    def fail_stalled_runs(self, stalled_after_s: float, reason: str, run_id: int | None = None) -> list[int]:
+        """Fail running runs whose training reported nothing (no batch, no epoch) for stalled_after_s, however
+        fresh their heartbeat: the process is alive but its loop hangs. Their epochs stay, and a cancel is
+        requested too, so a loop that wakes up later stops at its next batch. Returns the ids failed."""
+        cutoff = now() - timedelta(seconds=stalled_after_s)
+        last = func.coalesce(RunRow.progress_at, RunRow.started_at, RunRow.created_at)
+        with self._session.begin() as s:
+            q = select(RunRow.id).where(RunRow.status == str(RunStatus.RUNNING), last < cutoff)
+            if run_id is not None:
+                q = q.where(RunRow.id == run_id)
+            ids = list(s.scalars(q))
+            failed = []
+            for rid in ids:   # one conditional update each: a run another reaper failed first is not counted twice
+                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == str(RunStatus.RUNNING)).values(
+                    status=str(RunStatus.FAILED), finished_at=now(), error=reason, cancel_requested=True))
+                if res.rowcount == 1:
+                    failed.append(rid)
+            return failed
+
+    # --- meta flags -----------------------------------------------------------------------------------
+    @retry_locked
+    def claim_flag(self, key: str) -> bool:
+        """Set a one-time flag in the database; True for the one caller that set it, False once it is set."""
+        with self._session() as s:
+            if s.get(Meta, key) is not None:   # the usual answer, without taking the write lock
+                return False
+        try:
+            with self._session.begin() as s:
+                s.add(Meta(key=key, value=now().isoformat(timespec="seconds")))
+            return True
+        except IntegrityError:
+            return False
+
+    @retry_locked
+    def release_flag(self, key: str) -> None:
+        with self._session.begin() as s:
+            s.execute(delete(Meta).where(Meta.key == key))
 
     # --- entities ----------------------------------------------------------------------------------
     def _runs(self, s: Session, rows: list[RunRow], epochs: bool = False) -> list[Run]:

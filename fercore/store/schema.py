@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fercore.config import RunConfig
@@ -48,6 +48,8 @@ class DatasetRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    # a sweep's trial i exists once, however many workers ask for it at the same moment (NULLs never clash)
+    __table_args__ = (Index("ux_runs_group_trial", "group_name", "trial", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)   # queued running finished failed cancelled
@@ -63,11 +65,13 @@ class RunRow(Base):
     worker_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # last batch/epoch: the watchdog's clock
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     group_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)   # lesson / sweep
     group_name: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    trial: Mapped[int | None] = mapped_column(Integer, nullable=True)   # a sweep run's trial number (1, 2, ...)
     n_params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     summary: Mapped[dict] = mapped_column(JSON, default=dict)   # best/last metrics, cached for lists
     attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)   # times a worker claimed it
@@ -85,7 +89,7 @@ class RunRow(Base):
                    worker_id=self.worker_id, heartbeat_at=iso(self.heartbeat_at), progress=self.progress or {},
                    cancel_requested=bool(self.cancel_requested), checkpoint=self.checkpoint,
                    log_path=self.log_path, group_kind=self.group_kind, group_name=self.group_name,
-                   n_params=self.n_params, summary=self.summary or {}, attempts=self.attempts or 0,
+                   n_params=self.n_params, summary=self.summary or {}, attempts=self.attempts or 0, trial=self.trial,
                    test=test, val=val,
                    epochs=tuple(epochs) if epochs is not None else None)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from fercore.config import ConfigError, RunConfig
 from fercore.errors import SweepError
 from fercore.store.entities import Run, RunStatus
+from fercore.safeio import write_text_atomic
+from fercore.store import TrialExists
 
 METHODS = ("grid", "random", "bayes")
 BAYES_FIRST_BATCH = 4          # runs queued at once: TPE's random start-up phase, trained in parallel or in turn
@@ -158,7 +160,7 @@ def start_sweep(store, base: RunConfig, space: dict, method: str = "random", tri
         raise SweepError(f"A sweep or lesson named {name!r} already exists; choose another name.")
     spec = {"name": name, "method": method, "trials": trials, "seed": seed,
             "space": {k: p.spec() for k, p in params.items()}}
-    _spec_path(store, name).write_text(json.dumps(spec, indent=1))
+    write_text_atomic(_spec_path(store, name), json.dumps(spec, indent=1))
     out = {"name": name, "method": method, "space": spec["space"], "trials": trials}
     if method == "grid":
         combos = list(itertools.product(*(p.grid() for p in params.values())))
@@ -193,7 +195,7 @@ def _queue(store, sweep: str, base: RunConfig, i: int, params: dict) -> dict:
         config = base.replace(**params, name=f"{sweep}-t{i}")
     except ConfigError as e:
         raise SweepError(f"Trial {i} of sweep {sweep} ({_fmt(params)}) is not a valid run: {e}") from None
-    return store.create_run(config, status=RunStatus.QUEUED, group_kind="sweep", group_name=sweep)
+    return store.queue_trial(config, sweep, i)
 
 
 def _valid(base: RunConfig, params: dict) -> bool:
@@ -206,12 +208,14 @@ def _valid(base: RunConfig, params: dict) -> bool:
 
 # --- Bayesian search with Optuna's TPE ----------------------------------------------------------------------
 def on_run_finished(store, run: Run) -> list[Run]:
-    """Called by the worker after a sweep run ends: a Bayesian sweep queues its next trial until the budget
-    is spent. Returns the runs queued (none for other runs and other methods)."""
-    if run.group_kind != "sweep" or not run.group_name:
+    """Called wherever a sweep run reaches its final status (the worker at its end, the reaper that fails it,
+    a cancel before it started): a Bayesian sweep queues its next trial until the budget is spent. Returns the
+    runs queued (none for other runs and other methods). Safe to call twice for one run, and from two workers at
+    once: the store queues a trial number once (TrialExists for the second)."""
+    if run.group_kind != "sweep" or not run.group_name or run.status.active:
         return []
     spec = load_spec(store, run.group_name)
-    if spec is None or spec["method"] != "bayes":
+    if spec is None or spec["method"] != "bayes" or spec.get("stopped"):
         return []
     runs = _sweep_runs(store, spec["name"])
     # Ask only when the sweep has nothing left in the queue: then each proposal sees every result but those
@@ -221,7 +225,18 @@ def on_run_finished(store, run: Run) -> list[Run]:
     base = runs[0].config
     params = parse_space(spec["space"], base)
     pick = _bayes_pick(store, spec["name"], base, params, spec.get("seed", 0))
-    return [_queue(store, spec["name"], base, len(runs) + 1, pick)]
+    try:
+        return [_queue(store, spec["name"], base, len(runs) + 1, pick)]
+    except TrialExists:   # another worker queued this trial a moment ago
+        return []
+
+
+def stop_sweep(store, name: str) -> None:
+    """No further trials: its owner cancelled every trial still to come (a Bayesian sweep would otherwise
+    queue a new one when the last cancelled trial ends)."""
+    spec = load_spec(store, name)
+    if spec is not None and not spec.get("stopped"):
+        write_text_atomic(_spec_path(store, name), json.dumps({**spec, "stopped": True}, indent=1))
 
 
 def _bayes_pick(store, sweep: str, base: RunConfig, params: dict, seed: int, pending=()) -> dict:
@@ -336,7 +351,8 @@ def list_sweeps(store) -> list[dict]:
         active = any(r.status.active for r in runs)
         trials = spec.get("trials", len(runs))
         out.append({"name": name, "method": spec.get("method"), "trials": trials, "runs": len(runs),
-                    "finished": finished, "done": not active and (spec.get("method") != "bayes" or len(runs) >= trials)})
+                    "finished": finished, "done": not active and (spec.get("method") != "bayes" or len(runs) >= trials
+                                                or bool(spec.get("stopped")))})
     return out
 
 
