@@ -22,8 +22,8 @@ PAGES = [
 
 
 @st.fragment(run_every=5)
-def worker_panel() -> None:
-    """Worker and queue status; reaps runs whose worker died and starts a worker for queued runs."""
+def queue_status() -> None:
+    """The queue in one line; reaps runs whose worker died and starts a worker for queued runs."""
     from fercore.jobs import worker
     store = state.get_store()
     with state.shown_errors("Checking the workers"):
@@ -31,28 +31,38 @@ def worker_panel() -> None:
         if state.autostart_worker():
             worker.ensure_worker(store)
         ws = worker.worker_status(store)
-        alive = ws["alive"]
+        st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
+
+
+@st.fragment(run_every=5)
+def workers() -> None:
+    """Which workers are alive, where and on what (for the instructor)."""
+    from fercore.jobs import worker
+    with state.shown_errors("Checking the workers"):
+        alive = worker.worker_status(state.get_store())["alive"]
         if alive:
-            st.markdown(f":green[●] **{len(alive)} worker{'s' if len(alive) > 1 else ''} running** "
-                        f"({', '.join(w.device or 'cpu' for w in alive)})")
+            st.markdown(f":green[●] **{len(alive)} worker{'s' if len(alive) > 1 else ''} running**")
+            st.caption("  \n".join(f"pid {w.pid} on {w.host}, {w.device or 'cpu'}, {w.status}"
+                                    + (f" (run {w.current_run})" if w.current_run else "") for w in alive))
         else:
             st.markdown(":gray[○] **No worker running**" + (" (one starts when a run is queued)"
                                                            if state.autostart_worker() else
                                                            " (start one with `python -m fercore worker`)"))
-        st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
 
 
 def sidebar() -> None:
     store = state.get_store()
     st.markdown("### FER Lab")
-    st.caption(f"Database: `{store.db_path}`")
     st.caption(f"Training device: {state.training_device()}")
-    worker_panel()
-    if state.instructor_password() is not None:
-        st.text_input("Instructor password", type="password", key="instructor_password_given",
-                      help="Deleting and cancelling runs is reserved to the instructor.")
-        if st.session_state.get("instructor_password_given"):
-            st.caption("Unlocked." if state.may_manage_runs() else ":red[Wrong password.]")
+    queue_status()
+    with st.expander("Instructor", icon=":material/admin_panel_settings:"):
+        st.caption(f"Database: `{store.db_path}`")
+        workers()
+        if state.instructor_password() is not None:
+            st.text_input("Instructor password", type="password", key="instructor_password_given",
+                          help="Deleting and cancelling runs is reserved to the instructor.")
+            if st.session_state.get("instructor_password_given"):
+                st.caption("Unlocked." if state.may_manage_runs() else ":red[Wrong password.]")
 
 
 nav = st.navigation(PAGES)

@@ -1,10 +1,15 @@
-"""`fercore bench`: the lab's training loop against a textbook torchvision DataLoader loop.
+"""`fercore bench`: where the training speed comes from, four loops side by side on one device.
 
-Same device, same model, same batch size, same optimiser. The textbook loop keeps the images as
-PIL images and applies RandomHorizontalFlip, RandomRotation(10), ToTensor and Normalize per image
-in 4 DataLoader workers; the lab's loop (fercore.train.fit) keeps the uint8 dataset on the device,
-augments whole batches there and uses bf16 autocast on a GPU. Also times the import of a full-size
-FER2013 challenge CSV (35,887 rows) written from the shared data.
+Same device, model, batch size and optimiser (Adam) in every loop; images/s of training steps:
+- textbook: PIL images, per-image RandomHorizontalFlip + RandomRotation(10) + ToTensor + Normalize in
+  DataLoader workers, fp32, the default (NCHW) memory layout: the loop of the PyTorch tutorials;
+- textbook_amp_cl: the same with bf16 autocast (where the device computes bf16 natively) and channels_last,
+  so that what mixed precision and the layout give is not credited to the data path;
+- plain: the images as one in-memory tensor, batches cut by index, flip only, fp32, NCHW: the fastest
+  loop a careful student writes by hand (the CPU baseline);
+- lab: fercore.train.fit with the preset's full augmentation (on-device, batched), channels_last and the
+  precision fercore picks (bf16 where native, else fp32).
+Also times the import of a full-size FER2013 challenge CSV (35,887 rows) written from the data.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import torch
 
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
-from fercore.train import device_name, fit, pick_device
+from fercore.presets import preset_config
+from fercore.train import cpu_has_bf16, device_name, fit, pick_device
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
@@ -33,16 +39,51 @@ def bench_dataset(data: str | None, quick: bool) -> FERDataset:
     return make_synthetic(n=700 if quick else 7000, seed=0)
 
 
-def textbook_images_per_s(config: RunConfig, ds: FERDataset, device: torch.device, epochs: int,
-                          workers: int = 4) -> float:
+def _model(config: RunConfig, k: int, device: torch.device, channels_last: bool):
+    from fercore.models import build_model
+    torch.manual_seed(0)
+    model = build_model(config, k).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _timed_epochs(step, batches, epochs: int, device: torch.device) -> float:
+    """Best images/s over the epochs (the first pays for worker start-up and kernel selection)."""
+    rates = []
+    for _ in range(epochs):
+        t0, seen = time.perf_counter(), 0
+        for xb, yb in batches():
+            step(xb, yb)
+            seen += len(yb)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(seen / (time.perf_counter() - t0))
+    return max(rates)
+
+
+def _train_step(model, amp: bool, channels_last: bool, device: torch.device):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(xb, yb):
+        model.train()
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(xb)
+        loss = loss_fn(out.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def textbook_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device,
+                          epochs: int, workers: int, amp: bool = False, channels_last: bool = False) -> float:
     """The classic loop: a Dataset of PIL images, per-image transforms, a DataLoader with workers."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from fercore.models import build_model
-
-    x, y = ds.arrays("train")
     mean, std = float(x.mean() / 255), float(x.std() / 255)
     tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.RandomRotation(10),
                              transforms.ToTensor(), transforms.Normalize([mean], [std])])
@@ -56,25 +97,31 @@ def textbook_images_per_s(config: RunConfig, ds: FERDataset, device: torch.devic
 
     loader = DataLoader(Faces(), batch_size=config.batch_size, shuffle=True, num_workers=workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    torch.manual_seed(0)
-    model = build_model(config, len(ds.classes)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    rates = []
-    for _ in range(epochs):
-        model.train()
-        t0, seen = time.perf_counter(), 0
+    step = _train_step(_model(config, k, device, channels_last), amp, channels_last, device)
+
+    def batches():
         for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            seen += len(yb)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates.append(seen / (time.perf_counter() - t0))
-    return max(rates)   # best epoch: the first one pays for worker start-up
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    return _timed_epochs(step, batches, epochs, device)
+
+
+def plain_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device,
+                       epochs: int) -> float:
+    """In-memory tensors, batches by index, a flip, fp32, NCHW: the careful hand-written loop."""
+    xs = torch.from_numpy(x).to(device).unsqueeze(1).float().div_(255)
+    xs = (xs - xs.mean()) / xs.std()
+    ys = torch.from_numpy(y).to(device)
+    step = _train_step(_model(config, k, device, False), False, False, device)
+    bs = config.batch_size
+
+    def batches():
+        perm = torch.randperm(len(ys), device=device)
+        for i in range(len(ys) // bs):
+            idx = perm[i * bs:(i + 1) * bs]
+            xb = xs[idx]
+            flip = torch.rand(len(idx), device=device) < 0.5
+            yield torch.where(flip[:, None, None, None], xb.flip(-1), xb), ys[idx]
+    return _timed_epochs(step, batches, epochs, device)
 
 
 def csv_import_seconds(ds: FERDataset) -> dict:
@@ -99,21 +146,42 @@ def csv_import_seconds(ds: FERDataset) -> dict:
             "csv_cached_load_s": round(second, 3)}
 
 
+def bench_config(preset: str | None, device: torch.device, batch_size: int, epochs: int, fraction: float,
+                 quick: bool) -> RunConfig:
+    """The preset's network and augmentation (default: the CPU starter on a CPU, the lab's recipe on a GPU)."""
+    name = preset or ("cpu-starter" if device.type == "cpu" else "default")
+    changes = dict(batch_size=batch_size, epochs=epochs, data_fraction=fraction, tta="none", optimizer="adam",
+                   lr=1e-3, schedule="constant")
+    if quick:
+        changes.update(conv_blocks=4, filters=(8, 16, 32, 64), convs_per_block=1, fc_units=(32,))
+    return preset_config(name, **changes)
+
+
 def run_benchmark(epochs: int = 2, batch_size: int = 128, data: str | None = None, device: str | None = None,
-                  csv: bool = True, quick: bool = False) -> dict:
+                  csv: bool = True, quick: bool = False, preset: str | None = None, fraction: float = 1.0) -> dict:
     dev = pick_device(device)
     ds = bench_dataset(data, quick)
-    # the 4-block custom CNN; flip + rotation(10) in both loops
-    config = RunConfig(arch="custom", conv_blocks=4, filters=(16, 32, 64, 128) if quick else (64, 128, 256, 512),
-                       convs_per_block=1 if quick else 2, fc_units=(256,), batch_size=batch_size, epochs=epochs,
-                       hflip=0.5, rotation=10.0, optimizer="adam", lr=1e-3, tta="none")
+    config = bench_config(preset, dev, batch_size, epochs, fraction, quick)
     result = fit(config, ds, device=dev)
-    lab = max(e["images_per_s"] for e in result.epochs)
-    textbook = textbook_images_per_s(config, ds, dev, epochs, workers=0 if quick else 4)
-    out = {"device": device_name(dev), "dataset": ds.name, "train_images": int(ds.split_counts()["train"]),
-           "model": "custom 4-block CNN " + ("(quick)" if quick else "64-128-256-512 x2 convs"),
-           "batch_size": batch_size, "epochs": epochs, "lab_images_per_s": round(lab, 1),
-           "textbook_images_per_s": round(textbook, 1), "speedup": round(lab / textbook, 2),
+    from fercore.data.dataset import prepare_for_run
+    x, y = prepare_for_run(ds, config).arrays("train")   # the same training images in every loop
+    k = len(ds.classes)
+    amp_ok = dev.type == "cuda" or cpu_has_bf16()
+    workers = 0 if quick else (4 if dev.type == "cuda" else 1)
+    rates = {
+        "lab": max(e["images_per_s"] for e in result.epochs),
+        "plain": plain_images_per_s(config, x, y, k, dev, epochs),
+        "textbook": textbook_images_per_s(config, x, y, k, dev, epochs, workers),
+        "textbook_amp_cl": textbook_images_per_s(config, x, y, k, dev, epochs, workers, amp=amp_ok,
+                                                 channels_last=True),
+    }
+    out = {"device": device_name(dev), "dataset": ds.name, "train_images": int(len(y)), "preset": config.preset,
+           "model": f"{config.arch} {config.conv_blocks} blocks x {config.convs_per_block} convs "
+                    f"{'-'.join(map(str, config.filters))}", "batch_size": batch_size, "epochs": epochs,
+           "bf16": amp_ok, **{f"{k}_images_per_s": round(v, 1) for k, v in rates.items()},
+           "lab_vs_plain": round(rates["lab"] / rates["plain"], 2),
+           "lab_vs_textbook": round(rates["lab"] / rates["textbook"], 2),
+           "amp_cl_vs_textbook": round(rates["textbook_amp_cl"] / rates["textbook"], 2),
            "lab_val_acc": round(result.epochs[-1]["val_acc"], 4)}
     if csv:
         out.update(csv_import_seconds(ds))

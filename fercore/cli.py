@@ -82,19 +82,13 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 # --- data -------------------------------------------------------------------------------------------
 @command("data import")
 def cmd_data_import(args, store):
-    from fercore.data.audit import audit, dedupe, pixel_hashes
-    from fercore.data.sources import load_source
-    ds = load_source(args.src)
-    name = args.name or ("synthetic" if args.src == "synthetic" else ds.name)
-    hashes = pixel_hashes(ds.images)
-    report = audit(ds, hashes)
-    dropped = []
-    if args.dedupe:
-        ds, dropped = dedupe(ds, hashes)
-    info = store.add_dataset(ds, name, audit={**report, "deduplicated": bool(args.dedupe), "dropped": dropped})
+    from fercore.data import import_dataset
+    name = args.name or ("synthetic" if args.src == "synthetic" else None)
+    info = import_dataset(args.src, store, name, dedupe=args.dedupe)
     out = {**info.to_json(), "rows": sum(info.splits.values())}
-    text = (f"Imported {out['rows']} images as {name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
-            + ".\n  audit: " + audit_sentence(report))
+    text = (f"Imported {out['rows']} images as {info.name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
+            + ".\n  audit: " + audit_sentence(info.audit))
+    dropped = info.audit.get("dropped") or []
     if args.dedupe:
         text += "\n  dedupe: " + ("; ".join(dropped) or "nothing to drop")
     return out, text + "".join(f"\n  note: {n}" for n in info.notes if n not in dropped)
@@ -289,7 +283,7 @@ def cmd_explain(args, store):
 def cmd_bench(args, store):
     from fercore.bench import run_benchmark
     res = run_benchmark(epochs=args.epochs, batch_size=args.batch_size, data=args.data, device=args.device,
-                        csv=not args.no_csv, quick=args.quick)
+                        csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction)
     return res, "\n".join(f"{k}: {v}" for k, v in res.items())
 
 
@@ -484,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--no-csv", action="store_true", help="skip the CSV import timing")
     b.add_argument("--quick", action="store_true", help="a small model and few images (smoke test)")
+    b.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="whose network and augmentation (default: cpu-starter on a CPU, default on a GPU)")
+    b.add_argument("--fraction", type=float, default=1.0, help="share of the training images (e.g. 0.25)")
 
     les = group("lesson", "one-click teaching experiments")
     l = les.add_parser("list", parents=[common])
@@ -536,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.group + (f" {args.action}" if getattr(args, "action", None) else "")
     try:
         # `weights` needs no database; `db copy` names its own two: none is opened (or created) for --db
-        store = None if args.group == "weights" or name == "db copy" else open_store(args, starter=name not in ("bench",))
+        opens_db = args.group != "weights" and name != "db copy"
+        store = open_store(args, starter=name not in ("bench",)) if opens_db else None
         out, text = COMMANDS[name](args, store)
     except KeyboardInterrupt:
         return _fail(args, "Interrupted.", 130)

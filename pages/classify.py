@@ -13,6 +13,9 @@ st.title("What does the model see?")
 store = state.get_store()
 finished = [r for r in store.list_runs(status=RunStatus.FINISHED) if r.checkpoint]
 by_id = {r.id: r for r in finished}
+if [r.name for r in store.list_runs(limit=2)] == ["starter"]:   # a fresh lab: only the shipped model
+    st.info("Upload a photo to try the starter model; import FER2013 on the Data page to train your own.",
+            icon=":material/waving_hand:")
 
 # --- inputs ----------------------------------------------------------------------------------------------
 left, right = st.columns([3, 2])
@@ -67,12 +70,13 @@ if not results:
     st.stop()
 
 photo, legend = st.columns([3, 2])
-photo.image(det.boxed, caption=f"{len(det.boxes)} face(s), numbered", width="stretch")
+photo.image(det.boxed, caption=None if det.fallback_whole_image else f"{len(det.boxes)} face(s), numbered",
+            width="stretch")
 with legend:
-    if det.fallback_whole_image:
-        st.warning("No face found: the whole image (its centre square) was used as the face.")
-    for note in det.notes:
-        if not det.fallback_whole_image:
+    if det.fallback_whole_image:   # one sentence (faces.NO_FACE, or why detection cannot run here)
+        st.warning(" ".join(det.notes))
+    else:
+        for note in det.notes:
             st.caption(note)
     timing = st.empty()
     st.markdown(f"**{METHODS[method]}** maps: bright colours mark the pixels that pushed the model most towards "
@@ -82,7 +86,7 @@ with legend:
 
 explain_s = 0.0
 for i, crop in enumerate(det.crops):
-    st.subheader(f"Face {i + 1}")
+    st.subheader("The whole image" if det.fallback_whole_image else f"Face {i + 1}")
     face_col, runs_col = st.columns([1, 4])
     face_col.image(classify.enlarge(crop), caption="as the model sees it (48x48)", width=144)
     with runs_col:
@@ -100,5 +104,5 @@ for i, crop in enumerate(det.crops):
                 if note:
                     st.caption(note)
 
-timing.caption(f"Faces found in {det.seconds * 1000:.0f} ms; classified by {len(results)} model(s) in "
+timing.caption(f"Face detection {det.seconds * 1000:.0f} ms; classified by {len(results)} model(s) in "
                f"{predict_s * 1000:.0f} ms; explained in {explain_s * 1000:.0f} ms.")

@@ -46,7 +46,7 @@ runs = [store.get_run(i, epochs=True) for i in ids]
 labels = {r.id: f"{r.id} · {r.name}" for r in runs}
 
 st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "device", "group"]),
-                              tables.ACCURACY_COLUMNS), hide_index=True,
+                              tables.ACCURACY_COLUMNS), hide_index=True, placeholder="-",
              column_config={**tables.points_columns(), "min val loss": st.column_config.NumberColumn(format="%.4f"),
                             "duration (s)": st.column_config.NumberColumn(format="%.0f s")})
 
@@ -147,10 +147,12 @@ def gradients_view() -> None:
         st.info("No gradient norms recorded for these runs.")
         return
     cols = st.columns(2)
+    shared = figures.gradient_norm_range([r.epochs for r in with_grads])   # one scale: heights compare across runs
     for i, r in enumerate(with_grads):
-        cols[i % 2].plotly_chart(figures.gradient_norms(r.epochs, labels[r.id]), key=f"grad-{r.id}")
-    st.caption("Per-layer weight-gradient norms, first layers light, last layers dark. Lines falling towards zero "
-               "in the first layers mean vanishing gradients; a steep climb means exploding ones.")
+        cols[i % 2].plotly_chart(figures.gradient_norms(r.epochs, labels[r.id], shared), key=f"grad-{r.id}")
+    st.caption("Per-layer weight-gradient norms, first layers light, last layers dark, on one log scale for all "
+               "runs. Lines falling towards zero in the first layers mean vanishing gradients; a steep climb means "
+               "exploding ones.")
 
 
 def ensemble_view() -> None:
@@ -171,12 +173,15 @@ def diagnosis_view() -> None:
     from fercore.teach.diagnosis import diagnose
     for r in runs:
         with st.expander(labels[r.id], expanded=len(runs) <= 3):
+            if not r.epochs:   # nothing to read yet: claim nothing
+                st.caption(f"No epochs yet ({r.status}).")
+                continue
             with state.shown_errors("The diagnosis"):
                 findings = diagnose(r)
                 for f in findings:
                     st.markdown(f"- **{f['kind'].replace('_', ' ')}**: {f['message']}")
                 if not findings:
-                    st.caption("Nothing unusual found.")
+                    st.caption("Nothing unusual so far." if r.status.active else "Nothing unusual found.")
 
 
 RENDER = {"Confusion": confusion_view, "Per class": per_class_view, "Mistakes": mistakes_view,

@@ -2,6 +2,8 @@
 dataset: class balance per split, samples per class, pixel statistics, and augmentation previews."""
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,14 +15,24 @@ from fercore.ui import analysis, figures, form, state, tables
 state.require_app(__file__)
 st.title("Data")
 store = state.get_store()
+UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")   # .streamlit/config.toml
+
+
+def upload_to_file(up, folder: Path) -> Path:
+    """Write an upload to `folder` in 1 MB chunks (a 287 MB CSV is not copied whole in memory once more),
+    under its own name: the loaders recognise fer2013.csv / .csv.gz / .zip by it."""
+    path = folder / (Path(up.name).name or "upload")
+    up.seek(0)
+    with open(path, "wb") as f:
+        shutil.copyfileobj(up, f, 1 << 20)
+    return path
 
 
 def import_source(src: str, name: str) -> None:
-    """Load a source, store it as a dataset, and say what arrived."""
-    from fercore.data.sources import load_source
-    with st.spinner("Importing... (the full FER2013 CSV takes a few seconds)"):
-        ds = load_source(src)
-        info = store.add_dataset(ds, name.strip() or ds.name)
+    """Load a source, audit it, store it as a dataset (deduplicated when asked), and say what arrived."""
+    from fercore.data import import_dataset
+    with st.spinner("Importing and auditing... (the full FER2013 takes a few seconds)"):
+        info = import_dataset(src, store, name.strip() or None, dedupe=st.session_state.get("data_dedupe", False))
     splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
     st.success(f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).")
     for note in info.notes:
@@ -29,21 +41,24 @@ def import_source(src: str, name: str) -> None:
 
 
 with st.expander("Import a dataset", expanded=not store.list_datasets()):
+    st.checkbox("Drop duplicates (val/test images that are copies of training images) and blank images",
+                key="data_dedupe", help="FER2013 repeats itself: 280 of its 3,589 PublicTest images are training "
+                                        "images. A model scores them from memory, which inflates val accuracy.")
     up_tab, path_tab, synth_tab = st.tabs(["Upload a file", "A path on the server", "Synthetic demo faces"])
     with up_tab:
-        up = st.file_uploader("fer2013.csv (or .csv.gz, icml_face_data.csv), or a .zip of <split>/<class>/ images",
-                              type=["csv", "gz", "zip"], key="data_upload")
+        up = st.file_uploader(f"fer2013.csv (or .csv.gz, icml_face_data.csv), or a .zip of <split>/<class>/ images, "
+                              f"up to {UPLOAD_LIMIT_MB} MB", type=["csv", "gz", "zip"], key="data_upload",
+                              help="The full fer2013.csv (287 MB) fits; zipped or gzipped it uploads faster.")
         up_name = st.text_input("Name (optional)", key="data_upload_name", placeholder="e.g. fer2013")
         if st.button("Import the upload", disabled=up is None):
             with state.shown_errors("The import"), tempfile.TemporaryDirectory() as tmp:
-                # keep the file's own name: the loaders recognise fer2013.csv / .csv.gz / .zip by it
-                path = Path(tmp) / (Path(up.name).name or "upload")
-                path.write_bytes(up.getvalue())
-                import_source(str(path), up_name or Path(up.name).name.split(".")[0])
+                import_source(str(upload_to_file(up, Path(tmp))), up_name or Path(up.name).name.split(".")[0])
     with path_tab:
         roots = state.allowed_roots()
-        st.caption("Allowed folders: " + ", ".join(f"`{r}`" for r in roots)
-                   + ". Others can be added with the environment variable FER_DATA_DIRS.")
+        st.caption("The lab reads only from these folders: " + ", ".join(f"`{r}`" for r in roots) + ".")
+        st.caption(f"To add one, the instructor sets the environment variable `FER_DATA_DIRS` to the folder (several "
+                   f"separated by `{os.pathsep}`) before starting the app, e.g. "
+                   "`FER_DATA_DIRS=/data/fer streamlit run streamlit_app.py`.")
         typed = st.text_input("Path to a CSV, zip or image folder", key="data_path",
                               placeholder=str(roots[-1] / "fer2013.csv"))
         path_name = st.text_input("Name (optional)", key="data_path_name")
@@ -79,6 +94,31 @@ with state.shown_errors("Loading the dataset"):
 if ds is None:
     st.stop()
 
+# --- the audit: what the dataset repeats ------------------------------------------------------------------
+st.subheader("Duplicates and blank images")
+audit = info.audit
+if not audit:
+    st.caption("This dataset was imported before the lab audited imports; import it again to see its duplicates.")
+else:
+    across = audit.get("duplicates_across", {})
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Extra copies inside a split", f"{sum(audit.get('duplicates_within', {}).values()):,}")
+    c2.metric("Val/test images also in an earlier split",
+              f"{sum(d['n'] for d in across.values()):,}",
+              help=", ".join(f"{k.replace('_in_', ' in ')}: {d['n']} ({d['other_label']} with another label)"
+                             for k, d in across.items()) or None)
+    c3.metric("Blank images", f"{sum(audit.get('blank', {}).values()):,}")
+    st.caption("A val or test image that is also a training image is scored from memory, not from what the "
+               "network learned, so val accuracy is inflated and choosing the checkpoint on val partly rewards "
+               "memorising. " + ("This dataset was deduplicated at import: " + "; ".join(audit["dropped"]) + "."
+                                 if audit.get("deduplicated") else
+                                 "Import it again with 'Drop duplicates' ticked to score on unseen images only."))
+    pairs = audit.get("pairs") or []
+    if pairs and not audit.get("deduplicated"):
+        shown = [i for pair in pairs for i in pair if i < len(ds)]
+        st.image(analysis.mosaic(ds.images[shown], columns=min(len(shown), 12), scale=2),
+                 caption="Pairs side by side: a training image, then the val/test image with the same pixels")
+
 # --- balance and samples ----------------------------------------------------------------------------------
 st.subheader("Class balance")
 st.plotly_chart(figures.class_balance(info.class_counts), key="balance")
@@ -109,11 +149,15 @@ for code, split in enumerate(("train", "val", "test")):
         sample[split] = ds.images[rng.choice(idx, size=min(3000, len(idx)), replace=False)]
 a, b = st.columns([1, 2])
 a.dataframe([{"split": s, "mean": float(x.mean()), "std": float(x.std()),
-              "dark (<32)": 100 * float((x < 32).mean()), "bright (>223)": 100 * float((x > 223).mean())}
+              "dark %": 100 * float((x < 32).mean()), "bright %": 100 * float((x > 223).mean())}
              for s, x in sample.items()], hide_index=True,
             column_config={"mean": st.column_config.NumberColumn(format="%.1f"),
                            "std": st.column_config.NumberColumn(format="%.1f"),
-                           **tables.points_columns(("dark (<32)", "bright (>223)"))})
+                           "dark %": st.column_config.NumberColumn(format=tables.POINTS_FORMAT,
+                                                                   help="Share of pixels darker than 32 (of 0-255)"),
+                           "bright %": st.column_config.NumberColumn(format=tables.POINTS_FORMAT,
+                                                                     help="Share of pixels brighter than 223 "
+                                                                          "(of 0-255)")})
 a.caption("Mean and std of pixel values (0-255) on up to 3,000 images per split; 'standard' normalisation uses "
           "the training mean and std.")
 b.plotly_chart(figures.pixel_histogram(sample), key="histogram")

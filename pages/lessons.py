@@ -27,17 +27,25 @@ def start_worker() -> str:
     return ""
 
 
-# --- options shared by every lesson ---------------------------------------------------------------------
+# --- options shared by every lesson (kept while the user visits other pages) ---------------------------------
 a, b, c, d = st.columns([2, 1, 2, 3])
-data = a.selectbox("Dataset", list(dict.fromkeys(datasets + ["synthetic"])), key="lesson_data",
+data_options = list(dict.fromkeys(datasets + ["synthetic"]))
+FRACTIONS = [0.05, 0.1, 0.25, 0.5, 1.0]
+state.restore("lesson_data", data_options[0], data_options)
+state.restore("lesson_epochs", 0)
+state.restore("lesson_fraction", 1.0, FRACTIONS)
+data = a.selectbox("Dataset", data_options, key="lesson_data",
                    help="Full FER2013 on a GPU shows the effects clearly; a fraction or the synthetic set suits a CPU.")
-epochs = b.number_input("Epochs", 0, 500, 0, help="0 keeps each lesson's own number of epochs.", key="lesson_epochs")
-fraction = c.select_slider("Share of the training images", [0.05, 0.1, 0.25, 0.5, 1.0], value=1.0,
-                           key="lesson_fraction", help="A fraction trains much faster, with noisier results.")
+epochs = b.number_input("Epochs", 0, 500, help="0 keeps each lesson's own number of epochs.", key="lesson_epochs")
+fraction = c.select_slider("Share of the training images", FRACTIONS, key="lesson_fraction",
+                           help="A fraction trains much faster, with noisier results.")
 info = store.dataset_info(data)
 class_options = info.classes if info else list(EMOTIONS)
+state.restore("lesson_classes", [], class_options)
 classes = d.multiselect("Classes", class_options, key="lesson_classes", placeholder="all classes")
-gpu = state.training_device().startswith("GPU")
+for key in ("lesson_data", "lesson_epochs", "lesson_fraction", "lesson_classes"):
+    state.keep(key)
+gpu = state.has_gpu()
 
 lessons = []
 with state.shown_errors("Listing the lessons"):
@@ -82,6 +90,9 @@ def started_lessons() -> None:
                 st.caption(" · ".join(f"{r.name}: {r.status}" + (
                     f" ({fmt.pct(r.summary.get('best_val_acc'))} val)" if r.summary.get("best_val_acc") else "")
                     for r in runs))
+                for r in runs:   # a failure is news at once, not when the whole lesson has ended
+                    if r.status == RunStatus.FAILED and r.error:
+                        st.error(f"{r.name} failed: {r.error}", icon=":material/error:")
                 if s["done"] and s["summary"]:
                     st.markdown(f"**What the runs showed.** {s['summary']}")
                 st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
@@ -137,7 +148,8 @@ else:
                                "best val acc": r["best_val_acc"], "test acc": r["test_acc"]} for r in rows])
         table = tables.as_points(table.astype({p: str for p in params if table[p].map(type).eq(list).any()}),
                                  ("best val acc", "test acc"))
-        st.dataframe(table, hide_index=True, column_config=tables.points_columns(("best val acc", "test acc")))
+        st.dataframe(table, hide_index=True, placeholder="-",
+                     column_config=tables.points_columns(("best val acc", "test acc")))
         if any(r["best_val_acc"] is not None for r in rows):
             st.plotly_chart(figures.parallel_coordinates(rows, params), key="sweep-parcoords")
         best = best_trial(store, pick)

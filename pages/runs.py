@@ -15,7 +15,7 @@ from fercore.ui import figures, state, tables
 state.require_app(__file__)
 st.title("Runs")
 store = state.get_store()
-runs = store.list_runs()
+runs = store.list_runs()   # (the live table and the detail below re-read the store themselves)
 
 
 @st.fragment(run_every=2)
@@ -42,87 +42,153 @@ if not runs:
     st.stop()
 
 # --- the table --------------------------------------------------------------------------------------------
-df = tables.runs_frame(runs)
-f1, f2, f3, f4 = st.columns([2, 2, 2, 3])
-statuses = f1.multiselect("Status", sorted(df["status"].unique()), placeholder="any status")
-datasets = f2.multiselect("Dataset", sorted(df["dataset"].dropna().unique()), placeholder="any dataset")
-archs = f3.multiselect("Architecture", sorted(df["arch"].dropna().unique()), placeholder="any architecture")
-text = f4.text_input("Name or group contains", placeholder="e.g. lesson-lr")
-view = tables.filter_runs(df, statuses, datasets, archs, text).reset_index(drop=True)
-st.caption(f"{len(view)} of {len(df)} runs. Click a column header to sort; tick rows to select them.")
-# A selection is a list of row positions: the table gets a new key whenever its rows change (a filter, a delete,
-# a run queued by someone else), so that a selection never silently points at a different run.
-table_key = f"runs_table-{hash(tuple(view['id']))}"
-event = st.dataframe(tables.as_points(view, tables.ACCURACY_COLUMNS), key=table_key, on_select="rerun",
-                     selection_mode="multi-row", hide_index=True,
-                     column_config={**tables.points_columns(),
-                                    "min val loss": st.column_config.NumberColumn(format="%.4f"),
-                                    "duration (s)": st.column_config.NumberColumn(format="%.0f s")})
-rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-selected = [int(view.iloc[i]["id"]) for i in rows if i < len(view)]
-by_id = {r.id: r for r in runs}
+TABLE, TABLE_IDS = "runs_table", "_runs_table_ids"   # the table's widget key; the run ids of its rows last drawn
 
-# --- actions on the selection ---------------------------------------------------------------------------
-a, b, c = st.columns([2, 3, 2])
-if a.button(f"Compare selected ({len(selected)})", type="primary", disabled=not selected):
-    st.session_state["compare_ids"] = selected[:8]
-    st.switch_page("pages/compare.py", query_params={"runs": ",".join(map(str, selected[:8]))})
-allowed = state.may_manage_runs()
-with b:
-    sure = st.checkbox(f"Yes, delete the {len(selected)} selected run(s) and their files", key=f"sure-{table_key}",
-                       disabled=not selected or not allowed)
-    if st.button("Delete", disabled=not (selected and sure and allowed)):
-        busy = [by_id[i].name for i in selected if by_id[i].status == RunStatus.RUNNING]
-        if busy:
-            st.warning(f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} training; cancel first, then delete.")
-        else:
-            with state.shown_errors("Deleting runs"):
-                for rid in selected:
-                    store.delete_run(rid)
-                st.rerun()
-active = [i for i in selected if by_id[i].status.active]
-if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
-    with state.shown_errors("Cancelling runs"):
-        worker.cancel_runs(store, active)
-        st.rerun()
-if not allowed:
-    st.caption(state.LOCKED_NOTE)
 
+def _ticked_rows(ids: list[int]) -> None:
+    """A selection is a list of row positions, and positions move when a run is queued (the newest is on top), one
+    is deleted or a filter changes: move the ticks along, so the same runs stay ticked and none silently points at
+    another run."""
+    before = st.session_state.get(TABLE_IDS)
+    current = st.session_state.get(TABLE)
+    rows = list(current["selection"]["rows"]) if current else []
+    if before is not None and before != ids and rows:
+        kept = [before[i] for i in rows if i < len(before)]
+        st.session_state[TABLE] = {"selection": {"rows": [ids.index(i) for i in kept if i in ids], "columns": []}}
+    st.session_state[TABLE_IDS] = ids
+
+
+def _options(key: str, column) -> list:
+    """A filter's choices: the values in the table, and those picked before (the table changes under them)."""
+    return sorted(set(column.dropna()) | set(st.session_state.get(key) or []))
+
+
+@st.fragment(run_every=3)
+def runs_table() -> None:
+    """Re-read from the store every 3 s, so runs that start or end show up by themselves; ticking a row reruns
+    this part only."""
+    runs = store.list_runs()
+    df = tables.runs_frame(runs)
+    f1, f2, f3, f4 = st.columns([2, 2, 2, 3])
+    statuses = f1.multiselect("Status", [str(s) for s in RunStatus], placeholder="any status", key="runs_status")
+    datasets = f2.multiselect("Dataset", _options("runs_dataset", df["dataset"]), placeholder="any dataset",
+                              key="runs_dataset")
+    archs = f3.multiselect("Architecture", _options("runs_arch", df["arch"]), placeholder="any architecture",
+                           key="runs_arch")
+    text = f4.text_input("Name or group contains", placeholder="e.g. lesson-lr", key="runs_text")
+    view = tables.filter_runs(df, statuses, datasets, archs, text).reset_index(drop=True)
+    ids = [int(i) for i in view["id"]]
+    st.caption(f"{len(view)} of {len(df)} runs. Click a column header to sort; tick rows to select them.")
+    _ticked_rows(ids)
+    event = st.dataframe(tables.as_points(view, tables.ACCURACY_COLUMNS), key=TABLE, on_select="rerun",
+                         selection_mode="multi-row", hide_index=True, placeholder="-",
+                         column_config={**tables.points_columns(),
+                                        "min val loss": st.column_config.NumberColumn(format="%.4f"),
+                                        "duration (s)": st.column_config.NumberColumn(format="%.0f s")})
+    rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    selection_actions([ids[i] for i in rows if i < len(ids)], {r.id: r for r in runs})
+
+
+def selection_actions(selected: list[int], by_id: dict) -> None:
+    """Compare, delete or cancel the ticked runs."""
+    a, b, c = st.columns([2, 3, 2])
+    if a.button(f"Compare selected ({len(selected)})", type="primary", disabled=not selected):
+        st.session_state["compare_ids"] = selected[:8]
+        st.switch_page("pages/compare.py", query_params={"runs": ",".join(map(str, selected[:8]))})
+    allowed = state.may_manage_runs()
+    with b:   # the confirmation is tied to the runs ticked: ticking others asks again
+        sure = st.checkbox(f"Yes, delete the {len(selected)} selected run(s) and their files",
+                           key=f"sure-{'-'.join(map(str, selected))}", disabled=not selected or not allowed)
+        if st.button("Delete", disabled=not (selected and sure and allowed)):
+            busy = [by_id[i].name for i in selected if by_id[i].status == RunStatus.RUNNING]
+            if busy:
+                st.warning(f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} training; cancel first, then "
+                           "delete.")
+            else:
+                with state.shown_errors("Deleting runs"):
+                    for rid in selected:
+                        store.delete_run(rid)
+                    st.rerun()
+    active = [i for i in selected if by_id[i].status.active]
+    if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
+        with state.shown_errors("Cancelling runs"):
+            worker.cancel_runs(store, active)
+            st.rerun(scope="fragment")
+    if not allowed:
+        st.caption(state.LOCKED_NOTE)
+
+
+runs_table()
 training_now()
 
+
 # --- one run in detail --------------------------------------------------------------------------------
-st.subheader("Diagnosis")
-choices = selected or [int(i) for i in view["id"]]
-if choices:
-    rid = st.selectbox("Run", choices, format_func=lambda i: fmt.run_label(by_id[i]), key="diagnose_run")
+@st.fragment
+def run_detail() -> None:
+    """The diagnosis, curves and settings of one run; picking another reruns this part only."""
+    st.subheader("One run in detail")
+    by_id = {r.id: r for r in store.list_runs()}
+    if not by_id:
+        return
+    if st.session_state.get("diagnose_run") not in by_id:   # first visit, or its run was deleted: the newest ended
+        st.session_state["diagnose_run"] = next((i for i, r in by_id.items() if r.status.final), next(iter(by_id)))
+    rid = st.selectbox("Run", list(by_id), format_func=lambda i: fmt.run_label(by_id[i]), key="diagnose_run")
     run = store.get_run(rid, epochs=True)
     if run.error:
         st.error(f"{run.name} {run.status}: {run.error}")
-    with state.shown_errors("The diagnosis"):
-        from fercore.teach.diagnosis import diagnose
-        findings = diagnose(run)
-        icons = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
-        for f in findings:
-            st.markdown(f"{icons.get(f['severity'], ':material/info:')} **{f['kind'].replace('_', ' ')}**: "
-                        f"{f['message']}")
-        if not findings:
-            st.success("Nothing unusual found in this run's curves, gradients and confusion matrix.")
+    from fercore.jobs.execute import can_resume
+    if can_resume(store, run) and st.button(f"Resume {run.name} from its last finished epoch", key="resume_run",
+                                            disabled=not state.may_manage_runs()):
+        with state.shown_errors("Resuming the run"):
+            worker.resume_run(store, run.id)
+            if state.autostart_worker():
+                worker.ensure_worker(store)
+            st.rerun()
+    diagnosis(run)
+    if run.epochs and run.status != RunStatus.RUNNING:   # a running run's curves are live above
+        a, b = st.columns(2)
+        a.plotly_chart(figures.learning_curves([(run.name, run.epochs)], "loss", height=280), key="detail-loss")
+        b.plotly_chart(figures.learning_curves([(run.name, run.epochs)], "acc", height=280), key="detail-acc")
+        st.caption("Dashed: train. Solid: validation.")
     with st.expander("Config, timing and files"):
         st.write(f"Device {run.device or '-'}, {run.n_params or '-'} parameters, "
                  f"{fmt.duration(run.duration_s)}, created {run.created_at}.")
         st.json(run.config.to_dict(), expanded=False)
 
+
+def diagnosis(run) -> None:
+    """What the run's curves, gradients and confusion matrix say; nothing claimed before there is something."""
+    if not run.epochs:
+        if run.status.active:
+            st.caption(f"{run.name} is {run.status}: its diagnosis comes with its first epoch.")
+        return
+    with state.shown_errors("The diagnosis"):
+        from fercore.teach.diagnosis import diagnose
+        findings = diagnose(run)
+        if run.scored:
+            st.caption(f"Read from the run's {run.scored.split} evaluation and its curves.")
+        icons = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+        for f in findings:
+            st.markdown(f"{icons.get(f['severity'], ':material/info:')} **{f['kind'].replace('_', ' ')}**: "
+                        f"{f['message']}")
+        if not findings and run.status.active:
+            st.caption(f"Nothing unusual so far; {run.name} is still {run.status}.")
+        elif not findings:
+            st.success("Nothing unusual found in this run's curves, gradients and confusion matrix.")
+
+
+run_detail()
+
 # --- sharing runs between machines ---------------------------------------------------------------------
 with st.expander("Share a run as a file (export / import)"):
-    finished = [r for r in runs if r.status == RunStatus.FINISHED and r.checkpoint]
+    finished = {r.id: r for r in runs if r.status == RunStatus.FINISHED and r.checkpoint}
     if finished:
-        pick = st.selectbox("Finished run to export", [r.id for r in finished],
-                            format_func=lambda i: fmt.run_label(by_id[i]))
+        pick = st.selectbox("Finished run to export", list(finished), format_func=lambda i: fmt.run_label(finished[i]))
         if st.button("Prepare the run file"):
             with state.shown_errors("Exporting the run"):
                 from fercore.jobs.runfile import export_run
                 with tempfile.TemporaryDirectory() as tmp:
-                    path = export_run(store, pick, Path(tmp) / f"{by_id[pick].name}.fer.pt")
+                    path = export_run(store, pick, Path(tmp) / f"{finished[pick].name}.fer.pt")
                     st.session_state["export_file"] = (path.name, path.read_bytes())
         if st.session_state.get("export_file"):
             name, data = st.session_state["export_file"]

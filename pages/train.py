@@ -5,43 +5,44 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore import fmt
-from fercore.jobs import worker
-from fercore.presets import PRESETS, preset_config
-from fercore.store.entities import RunStatus
 from fercore.data import require
+from fercore.errors import ConfigError
+from fercore.jobs import worker
+from fercore.presets import PRESETS
+from fercore.store.entities import RunStatus
 from fercore.ui import form, state, weights_panel
 
 state.require_app(__file__)
 st.title("Train a model")
 store = state.get_store()
 datasets_info = store.list_datasets()
-DEFAULT_PRESET = "default"   # the lab's from-scratch recipe is what a new run starts from
+on_gpu = state.has_gpu()
+START_PRESET = form.device_preset(on_gpu)   # the lab's default recipe on a GPU, the starter's on a CPU
 
 
 def apply_preset() -> None:
-    name = st.session_state["train_preset"]
-    form.load_config(form.preset_or_plain(name))
+    form.load_preset(st.session_state["train_preset"])   # keeps the chosen dataset, classes and data fraction
 
 
-if "train_preset" not in st.session_state:   # first visit, or back from another page (widget state is dropped)
-    st.session_state["train_preset"] = st.session_state.get("_train_preset", DEFAULT_PRESET)
-if form.STATE not in st.session_state:
-    form.load_config(preset_config(DEFAULT_PRESET))
-preset = st.selectbox("Start from a preset", form.PRESET_CHOICES, key="train_preset", on_change=apply_preset,
-                      help="Set-ups from published student reports on FER2013, and the lab's own recipes.")
-st.session_state["_train_preset"] = preset
+choices = form.preset_choices(START_PRESET)
+state.restore("train_preset", START_PRESET, choices)   # first visit, or back from another page
+form.open_form(st.session_state["train_preset"], datasets_info)
+preset = st.selectbox("Start from a preset", choices, key="train_preset", on_change=apply_preset,
+                      help="Set-ups from published student reports on FER2013, and the lab's own recipes. Changing it "
+                           "keeps your dataset, classes and data fraction unless the preset sets them.")
+state.keep("train_preset")
 if preset != form.NO_PRESET:
     st.caption(PRESETS[preset]["describe"])
 if not datasets_info:
     st.caption("No dataset imported yet: runs can use the built-in synthetic faces, or import FER2013 on the "
                "Data page.")
 
-values = form.config_form([d.name for d in datasets_info], form.default_classes(datasets_info))
+values = form.config_form([d.name for d in datasets_info], form.default_classes(datasets_info), gpu=on_gpu)
 
 config, problem = None, None
 try:
     config = form.to_config(values, "" if preset == form.NO_PRESET else preset)
-except ValueError as e:   # ConfigError: a plain sentence about the setting that is wrong
+except ConfigError as e:   # a plain sentence about the setting that is wrong
     problem = str(e)
 
 left, right = st.columns([3, 2])
@@ -50,11 +51,15 @@ with left:
         st.error(problem)
     else:
         with state.shown_errors("The time estimate"):
-            on_gpu = state.training_device().startswith("GPU")
             seconds, basis = form.epoch_estimate(store, config, on_gpu)
             st.markdown(f"**About {fmt.duration(seconds)} per epoch**, {fmt.duration(seconds * config.epochs)} for "
                         f"{config.epochs} epochs on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
+        info = store.dataset_info(config.data)
+        if info is not None and config.split == "usage" and not info.splits.get("val"):
+            st.warning(f"{info.name!r} has no val split, so no checkpoint could be chosen. Set split to "
+                       "**val_from_train**: a stratified val is carved out of train and the source's own test is "
+                       "kept for the final score (a random split would put the official test into training).")
 with right:
     missing = config is not None and weights_panel.missing_weights_notice([config], "train")
     if st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch"):
@@ -73,7 +78,8 @@ st.divider()
 @st.fragment(run_every=2)
 def queue() -> None:
     st.subheader("Queue")
-    active = sorted(store.list_runs(status=RunStatus.RUNNING) + store.list_runs(status=RunStatus.QUEUED), key=lambda r: r.id)
+    active = sorted(store.list_runs(status=RunStatus.RUNNING) + store.list_runs(status=RunStatus.QUEUED),
+                    key=lambda r: r.id)
     allowed = state.may_manage_runs()
     if not active:
         st.caption("Nothing is waiting or training.")

@@ -11,6 +11,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
 from fercore.store.entities import Evaluation, Run, RunStatus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,9 +28,9 @@ def make_lab_db(path) -> dict:
     norms, evaluations, stored probabilities); a failed run; a running run with progress; a queued lesson.
     Returns {"store", "trained", "fakes", "running"}."""
     from fercore.config import RunConfig
-    from fercore.teach.lessons import start_lesson
     from fercore.jobs.execute import execute_run
     from fercore.store import RunStore
+    from fercore.teach.lessons import start_lesson
 
     store = RunStore(str(path))
     cfg = RunConfig(**TINY, name="tiny")
@@ -62,8 +63,8 @@ def epoch_record(epoch: int, loss: float, acc: float) -> dict:
 
 def fake_run(store, cfg, real_ev: Evaluation, acc: float, seed: int) -> Run:
     """A finished run whose test predictions are right on about `acc` of the real run's test images."""
-    from fercore.metrics import evaluation_record
     from fercore.jobs.runfile import probs_to_file
+    from fercore.metrics import evaluation_record
     run = store.create_run(cfg, status=RunStatus.RUNNING, classes=real_ev.classes)
     for e in range(1, 5):
         store.add_epoch(run.id, epoch_record(e, 1.8 - 0.2 * e, acc - 0.1 + 0.03 * e))
@@ -215,24 +216,27 @@ def test_upload_of_a_broken_csv_is_refused_and_a_good_one_imports(app_env, tmp_p
 def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_path):
     from fercore.store import RunStore
     app_env(tmp_path / "runs.db")
+    import torch
     at = open_page("pages/train.py")
     from fercore.presets import preset_config
-    assert at.selectbox(key="train_preset").value == "default", "the Train page opens with the default recipe"
-    assert at.number_input(key="cfg_lr").value == preset_config("default").lr
+    start = "default" if torch.cuda.is_available() else "cpu-starter"
+    assert at.selectbox(key="train_preset").value == start, "the Train page opens with this device's recipe"
+    assert at.number_input(key="cfg_lr").value == preset_config(start).lr
+    other = "cpu-starter" if start == "default" else "default"
     at.text_input(key="cfg_filters").set_value("8, x").run()
     assert not at.exception and at.error and "filters" in at.error[0].value
     queue = at.button[[b.label for b in at.button].index("Queue this run")]
     assert queue.disabled
     at.text_input(key="cfg_filters").set_value("8, 16").run()
-    at.selectbox(key="train_preset").set_value("cpu-starter").run()
-    from fercore.presets import preset_config
-    epochs = preset_config("cpu-starter").epochs
-    assert epochs != 20 and at.number_input(key="cfg_epochs").value == epochs, "the preset filled the form"
+    at.selectbox(key="train_preset").set_value(other).run()
+    epochs = preset_config(other).epochs
+    assert epochs != preset_config(start).epochs and at.number_input(key="cfg_epochs").value == epochs, \
+        "the preset filled the form"
     at.button[[b.label for b in at.button].index("Queue this run")].click().run()
     assert not at.exception and at.success
     runs = [r for r in RunStore(str(tmp_path / "runs.db")).list_runs() if r.name != "starter"]
     assert [(r.status, r.config.preset, r.config.epochs) for r in runs] == \
-        [(RunStatus.QUEUED, "cpu-starter", epochs)]
+        [(RunStatus.QUEUED, other, epochs)]
     assert any("per epoch" in m.value for m in at.markdown), "an estimate of the time per epoch"
 
 

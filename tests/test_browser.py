@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from fercore.store.entities import Run, RunStatus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def start_app(db: Path, port: int) -> subprocess.Popen:
                     return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}") from None
             time.sleep(0.3)
     proc.terminate()
     raise RuntimeError("streamlit did not answer within 30 s")

@@ -120,7 +120,8 @@ def test_entities_are_frozen_and_their_json_keeps_the_cli_shapes(db):
     run = store.create_run(RunConfig(name="shape", classes=("happy", "sad")), status=RunStatus.RUNNING)
     store.add_epoch(run.id, {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4})
     for split, acc in (("val", 0.4), ("test", 0.35)):
-        store.add_evaluation(run.id, {"accuracy": acc, "n": 2, "classes": ["happy", "sad"], "confusion": [[1, 0], [1, 0]],
+        store.add_evaluation(run.id, {"accuracy": acc, "n": 2, "classes": ["happy", "sad"],
+                                      "confusion": [[1, 0], [1, 0]],
                                       "per_class": {"happy": {"recall": 1.0, "support": 1},
                                                     "sad": {"recall": 0.0, "support": 1}},
                                       "tta": "flip", "predictions": [0, 0], "targets": [0, 1]}, split=split)

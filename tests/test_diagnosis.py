@@ -114,7 +114,8 @@ def epochs_from(train_loss, val_loss, train_acc=None, val_acc=None, **extra):
              "val_acc": val_acc[i], "lr": 1e-3, "seconds": 1.0, "grad_norms": {}, **extra} for i in range(n)]
 
 
-RUN = Run(id=1, name="handmade", status=RunStatus.FINISHED, config=RunConfig(lr=1e-3, optimizer="adam", activation="relu"),
+RUN = Run(id=1, name="handmade", status=RunStatus.FINISHED,
+          config=RunConfig(lr=1e-3, optimizer="adam", activation="relu"),
           classes=("angry", "happy", "sad"))
 
 
@@ -139,7 +140,8 @@ def test_noisy_but_flat_val_loss_is_not_overfitting():
 
 def test_nan_loss_is_divergence_with_its_epoch():
     run = replace(RUN, status=RunStatus.FAILED, config=RunConfig(lr=20.0, optimizer="sgd"),
-                  error="The training loss became nan in epoch 2 (batch 3); the learning rate (20) is probably too high")
+                  error="The training loss became nan in epoch 2 (batch 3); the learning rate (20) is probably "
+                        "too high")
     ep = epochs_from([2.0], [1.9]) + [{"epoch": 2, "train_loss": None, "train_acc": None, "val_loss": None,
                                        "val_acc": None, "grad_norms": {}}]
     findings = diagnose(run, ep, None)

@@ -57,6 +57,29 @@ def test_fer_faces_pasted_into_a_photo_are_found_in_the_right_place():
     assert found >= 5
 
 
+def test_a_face_in_profile_is_found_turned_either_way():
+    """The frontal cascade misses this FER2013 face turned to one side; the profile cascade finds it, and its
+    mirror image (turned the other way) through the mirrored pass, with the box mapped back."""
+    from fercore.predict import faces
+    path = FER_HAPPY.parent.parent / "train/angry/Training_10290703.jpg"
+    if not path.exists():
+        pytest.skip("../shared is not available")
+    face = Image.open(path).convert("RGB").resize((240, 240), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (600, 320), (128, 128, 128))
+    canvas.paste(face, (60, 40))
+    mirrored = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for img, face_x in ((canvas, 60), (mirrored, 300)):
+        with faces._borrowed_detector() as frontal:
+            assert faces._boxes(frontal, np.asarray(img.convert("L"))) == [], "the frontal cascade alone misses it"
+        result = find_faces(img)
+        assert not result.fallback_whole_image and len(result.boxes) == 1
+        x, y, w, h = result.boxes[0]
+        assert face_x <= x + w / 2 <= face_x + 240 and 40 <= y + h / 2 <= 280     # centre on the face
+        assert 0.7 * 240 <= w <= 1.3 * 240
+    (x, y, w, h), (mx, my, mw, mh) = find_faces(canvas).boxes[0], find_faces(mirrored).boxes[0]
+    assert (mx, my, mw, mh) == (600 - x - w, y, w, h), "the mirror's box is the mirror of the box"
+
+
 def test_two_faces_are_numbered_left_to_right():
     if detector_problem():
         pytest.fail(detector_problem())

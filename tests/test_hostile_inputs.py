@@ -33,14 +33,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import fercore.models
-from fercore import faces
+from fercore.predict import faces
 from fercore.cli import cmd_data_import
 from fercore.config import ConfigError, RunConfig
 from fercore.data.dataset import DataError
 from fercore.data.decompress import MAX_RATIO, gunzip_capped
 from fercore.data.sources import load_source, write_challenge_csv
 from fercore.data.synthetic import make_synthetic
-from fercore.models import build_model
 from fercore.jobs.runfile import (
     RunFileError,
     ensure_starter,
@@ -48,9 +47,10 @@ from fercore.jobs.runfile import (
     probs_to_file,
     save_checkpoint,
 )
+from fercore.models import build_model
 from fercore.store import RunStore
-from fercore.teach.sweeps import start_sweep
 from fercore.store.entities import RunStatus
+from fercore.teach.sweeps import start_sweep
 
 # 40 examples per reader keep the suite quick; FER_FUZZ_EXAMPLES=2000 hunts longer
 FUZZ = settings(max_examples=int(os.environ.get("FER_FUZZ_EXAMPLES", "40")), deadline=None,
@@ -307,7 +307,8 @@ def wrapped(csv: bytes, container: str) -> tuple[str, bytes]:
 
 
 @FUZZ
-@given(csv=st.one_of(st.binary(max_size=4000), mutated(small_csv())), container=st.sampled_from(["csv", "gz", "zip", "tar"]),
+@given(csv=st.one_of(st.binary(max_size=4000), mutated(small_csv())),
+       container=st.sampled_from(["csv", "gz", "zip", "tar"]),
        data=st.data())
 def test_the_csv_reader_gives_a_dataset_or_a_sentence(lab, csv, container, data):
     name, content = wrapped(csv, container)
@@ -456,7 +457,8 @@ def test_a_run_file_asking_for_a_huge_model_is_refused_before_it_is_built(db, ge
 
 def test_config_sizes_have_upper_bounds_with_plain_errors():
     for changes, words in [(dict(filters=(4096,)), "at most 2048 channels"), (dict(fc_units=(10_000,)), "at most 8192"),
-                           (dict(fc_units=(16,) * 9), "at most 8 layers"), (dict(filters=(8,) * 9), "at most 8 blocks")]:
+                           (dict(fc_units=(16,) * 9), "at most 8 layers"),
+                           (dict(filters=(8,) * 9), "at most 8 blocks")]:
         with pytest.raises(ConfigError, match=words):
             RunConfig(**changes)
     assert RunConfig(filters=(2048,), fc_units=(8192,)).filters == (2048,)

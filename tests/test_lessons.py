@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fercore.config import RunConfig
-from fercore.teach.lessons import LESSONS, get_lesson, lesson_configs, lesson_status, list_lessons, start_lesson
+from fercore.errors import NotFound
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
-from fercore.errors import NotFound
+from fercore.teach.lessons import LESSONS, get_lesson, lesson_configs, lesson_status, list_lessons, start_lesson
 
 REQUIRED = {"learning_rate", "epochs", "dropout", "batchnorm", "activation", "augmentation", "batch_size",
             "transfer", "input_channels", "class_weights", "loss", "grad_clip", "lr_schedule"}
@@ -151,14 +151,15 @@ def test_class_weights_summary_reads_disgust_recall(store):
 
 
 def test_estimate_cost_table_matches_torchvision_metadata():
-    from fercore.teach.estimate import IMAGENET_GMACS
     from fercore.models.backbones import BACKBONES
+    from fercore.teach.estimate import IMAGENET_GMACS
     assert IMAGENET_GMACS == {name: b.weights.meta["_ops"] for name, b in BACKBONES.items()}
 
 
 @pytest.mark.parametrize("name", sorted(LESSONS))
 def test_every_lesson_run_builds_a_working_network(name):
     import torch
+
     from fercore.models import build_model
     for cfg in lesson_configs(name, classes=("happy", "sad", "neutral")):
         model = build_model(cfg, 3, pretrained=False).eval()   # the ImageNet files are not needed to build

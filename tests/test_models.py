@@ -9,8 +9,15 @@ import torchvision
 from torch import nn
 
 from fercore.config import ARCHS, TRANSFER_MODES, ConfigError, RunConfig
-from fercore.models import (ARCH_BUILDERS, WeightsUnavailable, build_model, gradient_layers, model_info,
-                            saliency_target_layer, trainable_parameters)
+from fercore.models import (
+    ARCH_BUILDERS,
+    WeightsUnavailable,
+    build_model,
+    gradient_layers,
+    model_info,
+    saliency_target_layer,
+    trainable_parameters,
+)
 from fercore.models.backbones import BACKBONES, weights_file
 
 IMAGENET_ARCHS = [a for a in ARCHS if a != "custom"]

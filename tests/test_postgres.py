@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, inspect, text
 from fercore.cli import main
 from fercore.config import RunConfig
 from fercore.store import RunStore
-from fercore.store.schema import SCHEMA_VERSION, Base
 from fercore.store.entities import RunStatus
+from fercore.store.schema import SCHEMA_VERSION, Base
 
 
 @pytest.fixture

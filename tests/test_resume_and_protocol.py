@@ -216,3 +216,20 @@ def test_the_training_step_reads_no_device_scalar():
              and ((isinstance(n.func, ast.Name) and n.func.id in ("float", "int", "bool"))
                   or (isinstance(n.func, ast.Attribute) and n.func.attr in ("item", "tolist", "cpu", "numpy")))]
     assert syncs == ["float(torch.distributions.Beta(config.mixup, config.mixup).sample())"], syncs
+
+
+def test_a_run_that_answers_happy_to_most_faces_is_diagnosed_from_val():
+    """A run with val only (the shared FER2013 folder): the lr-0.01 symptom, 'predicts happy for most faces'
+    and 'never predicts disgust', read from val and saying so."""
+    from fercore.store import Evaluation, Run
+    from fercore.teach.diagnosis import diagnose
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    cm = [[10, 0, 2, 30, 3, 1, 4], [1, 0, 0, 5, 0, 0, 0], [3, 0, 8, 30, 4, 2, 3], [2, 0, 1, 80, 1, 2, 4],
+          [3, 0, 2, 35, 9, 0, 5], [1, 0, 2, 20, 0, 18, 1], [2, 0, 1, 40, 3, 1, 12]]
+    val = Evaluation(split="val", accuracy=0.4, n=sum(map(sum, cm)), classes=classes,
+                     confusion=tuple(map(tuple, cm)), per_class={})
+    run = Run(id=7, name="lr-0.01", status=RunStatus.FINISHED, config=RunConfig(lr=0.01), classes=classes, val=val,
+              epochs=({"epoch": 1, "train_loss": 1.8, "val_loss": 1.7, "train_acc": 0.3, "val_acc": 0.35},))
+    found = {f["kind"]: f["message"] for f in diagnose(run)}
+    assert "predicts happy for most faces" in found["dominant_class"] and "on val" in found["dominant_class"]
+    assert "never predicts disgust" in found["never_predicted"] and "val images" in found["never_predicted"]

@@ -45,6 +45,7 @@ def test_starter_on_real_fer2013_public_test_rows(db):
 def test_a_deleted_starter_stays_deleted(db, capsys):
     """Only a brand-new database registers the starter; deleting it is the owner's choice, kept by the next command."""
     import json
+
     from fercore.cli import main
 
     def names():
@@ -61,12 +62,13 @@ def test_a_deleted_starter_stays_deleted(db, capsys):
 def test_a_database_with_runs_but_no_flag_is_not_new(db, tiny):
     """A database made before the flag existed: its starter, if any, was registered (and maybe deleted) already."""
     store = RunStore(db)
-    store.create_run(tiny.replace(name="mine"), status="finished")
-    assert ensure_starter(store) is None and [r["name"] for r in store.list_runs()] == ["mine"]
+    store.create_run(tiny.replace(name="mine"), status=RunStatus.FINISHED)
+    assert ensure_starter(store) is None and [r.name for r in store.list_runs()] == ["mine"]
 
 
 def test_the_instructor_password_is_never_committed():
     import subprocess
+
     from conftest import REPO
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")

@@ -10,9 +10,9 @@ import fercore.teach.sweeps
 from fercore.config import RunConfig
 from fercore.jobs.worker import STALE_AFTER_S, cancel_runs, reap, run_worker
 from fercore.store import RunStore
+from fercore.store.entities import RunStatus
 from fercore.store.runstore import now
 from fercore.teach.sweeps import list_sweeps, on_run_finished, start_sweep
-from fercore.store.entities import RunStatus
 
 BASE = RunConfig(data="synthetic:140", conv_blocks=2, filters=(4, 8), convs_per_block=1, fc_units=(8,), epochs=1,
                  batch_size=32, tta="none")

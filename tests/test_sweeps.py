@@ -5,8 +5,8 @@ import pytest
 
 from fercore.config import RunConfig
 from fercore.store import RunStore
-from fercore.teach.sweeps import SweepError, best_trial, on_run_finished, start_sweep, sweep_table
 from fercore.store.entities import RunStatus
+from fercore.teach.sweeps import SweepError, best_trial, on_run_finished, start_sweep, sweep_table
 
 BASE = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), epochs=2)
 SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "conv_dropout": [0, 0.25, 0.5],
@@ -51,7 +51,8 @@ def test_grid_is_capped_by_trials_and_ranges_become_points(store):
 def test_random_draws_are_reproducible_and_inside_the_space(store):
     a = start_sweep(store, BASE, SPACE, method="random", trials=6, name="r1")
     b = start_sweep(store, BASE, SPACE, method="random", trials=6, name="r2")
-    params = lambda s: [(r.config.lr, r.config.conv_dropout, r.config.batch_size) for r in s["runs"]]
+    def params(s):
+        return [(r.config.lr, r.config.conv_dropout, r.config.batch_size) for r in s["runs"]]
     assert params(a) == params(b) and len(params(a)) == 6
     assert len(set(params(a))) > 1
     for lr, drop, bs in params(a):

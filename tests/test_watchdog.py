@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from conftest import REPO, cli_env
 
-from fercore.jobs import worker as jobs
 from fercore.config import RunConfig
+from fercore.jobs import worker as jobs
 from fercore.jobs.worker import EXIT_STALLED, STALLED, Heartbeat, run_worker, stall_seconds
 from fercore.store import RunStatus, RunStore
 from fercore.store.runstore import now

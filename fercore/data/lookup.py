@@ -29,6 +29,21 @@ def require(spec: str, store) -> None:
                        "Data page or with `python -m fercore data import`, or use `synthetic`.")
 
 
+def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False):
+    """Read a source, audit it (fercore.data.audit: duplicates within and across splits, blank images), drop
+    cross-split copies and blanks when `dedupe`, and store it with its audit. Returns the stored DatasetInfo."""
+    from fercore.data import audit as audit_mod
+    from fercore.data.sources import load_source  # here: sources pull in PIL
+    ds = load_source(src)
+    name = name or (src if is_synthetic(src) else ds.name)
+    hashes = audit_mod.pixel_hashes(ds.images)
+    report = audit_mod.audit(ds, hashes)
+    dropped: list[str] = []
+    if dedupe:
+        ds, dropped = audit_mod.dedupe(ds, hashes)
+    return store.add_dataset(ds, name, audit={**report, "deduplicated": bool(dedupe), "dropped": dropped})
+
+
 def resolve(spec: str, store, keep: bool = True) -> FERDataset:
     """The dataset a spec names. A name in the store is loaded; `synthetic[...]` is drawn and a path imported,
     and both are added to the store under their name when `keep` (so runs can refer to them later)."""

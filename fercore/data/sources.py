@@ -22,10 +22,22 @@ import numpy as np
 from fercore.config import EMOTIONS
 from fercore.data import cache
 from fercore.data.dataset import SPLITS, DataError, FERDataset
-from fercore.data.decompress import (ARCHIVE_ERRORS, MAX_EXPANDED_BYTES, describe, gunzip_capped, open_maybe_gzipped,
-                                     refuse_expansion)
-from fercore.data.image_folders import (IMAGE_SUFFIXES, SPLIT_NAMES, dataset_name, load_image_folder, load_image_zip,
-                                        zip_members)
+from fercore.data.decompress import (
+    ARCHIVE_ERRORS,
+    MAX_EXPANDED_BYTES,
+    describe,
+    gunzip_capped,
+    open_maybe_gzipped,
+    refuse_expansion,
+)
+from fercore.data.image_folders import (
+    IMAGE_SUFFIXES,
+    SPLIT_NAMES,
+    dataset_name,
+    load_image_folder,
+    load_image_zip,
+    zip_members,
+)
 from fercore.data.synthetic import make_synthetic
 
 PIXELS_PER_IMAGE = 48 * 48

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fercore.errors import RunFileError
-from fercore.safeio import atomic_path
 from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint
+from fercore.safeio import atomic_path
 from fercore.store.entities import Run, RunStatus
 
 STARTER_FILE = Path(__file__).resolve().parents[2] / "models" / "starter.fer.pt"

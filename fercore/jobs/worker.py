@@ -2,17 +2,18 @@
 
 The queue is the `runs` table itself: `train --queue`, lessons and sweeps insert runs with status
 `queued`; a worker (`python -m fercore worker`) claims the oldest one atomically
-(RunStore.claim_next_run), trains it with runner.execute_run, and goes on to the next.
+(RunStore.claim_next_run), trains it with fercore.jobs.execute.execute_run, and goes on to the next.
 
 Liveness. A worker registers a row in the `workers` table and a heartbeat thread beats it every
 HEARTBEAT_S seconds, together with the heartbeat of the run it is training, so a long epoch or a slow
 evaluation never looks dead. A run whose heartbeat is older than STALE_AFTER_S, or whose worker
 process is gone from this machine (checked by pid, so a `kill -9` is noticed at once rather than
-after the timeout), is *failed* with the reason "worker stopped"; its finished epochs stay. We fail
-rather than requeue because a run resumed from scratch would silently rewrite its epoch history and
-the runner keeps no mid-run optimiser state to resume from; the student sees what happened and can
-start the run again. Every worker reaps at start and between runs, and the app calls reap() on page
-load, so no run stays `running` after its worker died.
+after the timeout), is reaped: every run saves its whole training state after each epoch (resume.pt),
+so the reaped run is queued again and the next worker continues it after its last finished epoch, each
+epoch recorded once (requeue_to_resume). A run that stopped before its first epoch ended, or that took
+MAX_ATTEMPTS workers down, stays *failed* with the reason "worker stopped"; its finished epochs stay.
+Every worker reaps at start and between runs, and the app calls reap() on page load, so no run stays
+`running` after its worker died.
 
 Stopping. SIGTERM or SIGINT (Ctrl-C) stops a worker cleanly: a run in progress is stopped within a
 batch or two (through the same cancel flag the owner's cancel uses) and marked *failed* with the
@@ -84,7 +85,7 @@ def run_worker(store: RunStore, once: bool = False, device: str | None = None, p
     """Claim and train queued runs until the queue is empty (once=True), a SIGTERM/SIGINT arrives, or
     the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained. stall_minutes: the
     watchdog's window (default: $FER_STALL_MINUTES, else STALL_MINUTES; 0 turns it off)."""
-    from fercore.train import device_name   # torch is imported only by code that trains
+    from fercore.train import device_name  # torch is imported only by code that trains
     _log_to_stderr()
     if idle_exit_s is None and os.environ.get(IDLE_EXIT_ENV):
         idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
@@ -411,7 +412,8 @@ def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
     out = [store.request_cancel(rid) for rid in ids]
     from fercore.teach.sweeps import stop_sweep
     for name, chosen in sweeps.items():
-        if len(chosen) > 1 and not any(r.status.active and r.id not in chosen for r in store.list_runs(group_name=name)):
+        others = [r for r in store.list_runs(group_name=name) if r.status.active and r.id not in chosen]
+        if len(chosen) > 1 and not others:
             stop_sweep(store, name)
     for run in out:
         if run.group_kind == "sweep" and run.status == RunStatus.CANCELLED:

@@ -14,9 +14,9 @@ from fercore.data.dataset import DataError, FERDataset
 from fercore.errors import RunFileError, UserError
 from fercore.metrics import evaluation_record
 from fercore.models.checkpoint import load_model
+from fercore.safeio import atomic_path
 from fercore.store.entities import RunStatus
 from fercore.train import predict_probs
-from fercore.safeio import atomic_path
 
 
 @dataclass

@@ -7,5 +7,5 @@ from fercore.store.dialects import DatabaseUnreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 from fercore.store.runstore import RunStore, TrialExists, default_db
 
-__all__ = ["RunStore", "NotFound", "TrialExists", "DatabaseUnreachable", "RunStatus", "Run", "Evaluation", "DatasetInfo", "Worker",
-           "default_db"]
+__all__ = ["RunStore", "NotFound", "TrialExists", "DatabaseUnreachable", "RunStatus", "Run", "Evaluation",
+           "DatasetInfo", "Worker", "default_db"]

@@ -24,8 +24,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 
 from fercore.store.dialects import move_id_sequence_past
-from fercore.store.runstore import RunStore, _url
 from fercore.store.entities import RunStatus
+from fercore.store.runstore import RunStore, _url
 from fercore.store.schema import DatasetRow, EpochRow, EvaluationRow, RunRow, WorkerRow
 
 STARTER_SOURCE = "starter.fer.pt"   # runfile.STARTER_FILE's name, as import_run records it in a run's progress
@@ -76,8 +76,9 @@ def copy_store(src: RunStore, dst: RunStore, merge: bool = False) -> dict:
                 new = _copy_run(sc, dc, src, dst, dict(row), keep_ids, workers, files)
                 run_ids[row["id"]] = new
                 out["epochs"] += _copy_children(sc, dc, EpochRow, row["id"], new)
-                out["evaluations"] += _copy_children(sc, dc, EvaluationRow, row["id"], new,
-                                                     lambda p: files.rehome(p, src, dst, row["id"], new))
+                old = row["id"]
+                out["evaluations"] += _copy_children(
+                    sc, dc, EvaluationRow, old, new, lambda p, old=old, new=new: files.rehome(p, src, dst, old, new))
             for table in (RunRow, EpochRow, EvaluationRow, WorkerRow, DatasetRow):
                 move_id_sequence_past(dc, table.__tablename__)
             out["runs"], out["run_ids"] = len(run_ids), run_ids
@@ -90,7 +91,7 @@ def copy_store(src: RunStore, dst: RunStore, merge: bool = False) -> dict:
 
 
 # --- rows ----------------------------------------------------------------------------------------------------
-def _copy_datasets(sc, dc, dst: RunStore, files: "_Files") -> tuple[int, int]:
+def _copy_datasets(sc, dc, dst: RunStore, files: _Files) -> tuple[int, int]:
     """Datasets are referred to by name (a run's config names its data), so a name the destination already has
     must hold the same images there."""
     copied = shared = 0
@@ -123,7 +124,7 @@ def _copy_workers(sc, dc) -> dict[int, int]:
 
 
 def _copy_run(sc, dc, src: RunStore, dst: RunStore, row: dict, keep_id: bool, workers: dict,
-              files: "_Files") -> int:
+              files: _Files) -> int:
     old = row["id"]
     if not keep_id:
         row.pop("id")
@@ -161,7 +162,7 @@ def _run_folder(src: RunStore, run_id: int, paths) -> Path:
     return src.run_dir(run_id, create=False)
 
 
-def _copy_sweep_specs(src: RunStore, dst: RunStore, files: "_Files") -> None:
+def _copy_sweep_specs(src: RunStore, dst: RunStore, files: _Files) -> None:
     folder = src.artifacts / "sweeps"
     if folder.is_dir():
         for spec in folder.glob("*.json"):

@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.errors import DataError, NotFound
+from fercore.safeio import replace_durably
 from fercore.store.dialects import engine_options, normalize_url, unreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
 from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
-from fercore.safeio import replace_durably
 
 
 class TrialExists(ValueError):
@@ -153,7 +153,8 @@ class RunStore:
             os.close(fd)
             try:
                 ds.save(tmp)
-                replace_durably(tmp, path)   # atomic and fsync'd: a failed import or a power cut leaves no half file ...
+                # atomic and fsync'd: a failed import or a power cut leaves no half file ...
+                replace_durably(tmp, path)
             finally:
                 Path(tmp).unlink(missing_ok=True)   # ... and a full disk mid-save leaves no temporary one either
         for attempt in range(2):

@@ -65,7 +65,8 @@ class RunRow(Base):
     worker_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
-    progress_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # last batch/epoch: the watchdog's clock
+    # the last batch or epoch the loop reported: the watchdog's clock
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)

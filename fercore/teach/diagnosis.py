@@ -2,7 +2,8 @@
 
 `diagnose(run)` reads only what the store keeps: the run (config, status, error, classes), its epoch
 records (losses, accuracies, per-layer gradient norms, dead-unit shares) and its evaluation (the
-confusion matrix of test when the run has a test split, else of val; each finding names the split). Each check is a plain function in CHECKS, returning zero or
+confusion matrix of test when the run has a test split, else of val; each finding names the split).
+Each check is a plain function in CHECKS, returning zero or
 more findings {"kind", "severity", "message", "evidence"}; adding a check means adding one function.
 
 The thresholds below are deliberately coarse: a finding should mean something a student can see
@@ -315,7 +316,8 @@ def check_never_predicted(ctx: _Context) -> list[dict]:
     names = ", ".join(f"{c} ({n} {ctx.split} images)" for c, n in never)
     return [finding(
         "never_predicted", "warning",
-        f"On {ctx.split}, the model never predicts {names}: it gave up on {'this class' if len(never) == 1 else 'these classes'}. "
+        f"On {ctx.split}, the model never predicts {names}: it gave up on "
+        f"{'this class' if len(never) == 1 else 'these classes'}. "
         "A rare class often ends like this; class weights or oversampling make the loss care about it.",
         **evidence)]
 

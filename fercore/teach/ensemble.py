@@ -54,7 +54,8 @@ def ensemble(runs: list[Run], evaluations: dict[int, Evaluation], split: str = "
     for item in usable:
         groups.setdefault(test_set_key(item[0]), []).append(item)
     if not groups:
-        return {"error": f"None of the selected runs has stored {split} probabilities to combine.", "left_out": left_out}
+        return {"error": f"None of the selected runs has stored {split} probabilities to combine.",
+                "left_out": left_out}
     best = max(groups.values(), key=len)
     for key, items in groups.items():
         if items is not best:

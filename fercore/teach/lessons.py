@@ -239,7 +239,7 @@ def start_lesson(store, name: str, data: str = "synthetic", epochs: int | None =
     if not (data.startswith("synthetic") or store.dataset_info(data) or Path(data).expanduser().exists()):
         raise NotFound(f"There is no dataset named {data!r} and no file or folder at that path; import it "
                          "first (`data import`) or use `synthetic`.")
-    from fercore.models.weights import require_weights   # imports torchvision: only when a lesson starts
+    from fercore.models.weights import require_weights  # imports torchvision: only when a lesson starts
     require_weights(configs, "This lesson")
     group = f"{name}-{uuid.uuid4().hex[:6]}"
     return [store.create_run(c, status=RunStatus.QUEUED, group_kind="lesson", group_name=group) for c in configs]

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from fercore.config import ConfigError, RunConfig
 from fercore.errors import SweepError
-from fercore.store.entities import Run, RunStatus
 from fercore.safeio import write_text_atomic
 from fercore.store import TrialExists
+from fercore.store.entities import Run, RunStatus
 
 METHODS = ("grid", "random", "bayes")
 BAYES_FIRST_BATCH = 4          # runs queued at once: TPE's random start-up phase, trained in parallel or in turn
@@ -334,7 +334,8 @@ def sweep_table(store, name: str) -> list[dict]:
 
 def best_trial(store, name: str) -> dict | None:
     """The finished trial with the highest best val accuracy (None while none has finished)."""
-    done = [row for row in sweep_table(store, name) if row["status"] == RunStatus.FINISHED and row["best_val_acc"] is not None]
+    done = [row for row in sweep_table(store, name)
+            if row["status"] == RunStatus.FINISHED and row["best_val_acc"] is not None]
     return max(done, key=lambda row: row["best_val_acc"]) if done else None
 
 

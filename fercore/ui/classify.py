@@ -39,7 +39,8 @@ def detect(image_bytes: bytes) -> Detection:
     img = load_image(image_bytes)
     found = find_faces(img, size=48)
     seconds = time.perf_counter() - t0
-    boxed = draw_boxes(img, found.boxes)
+    # no face found: the photo as it is (a numbered box would claim a face); the page says what was scored
+    boxed = draw_boxes(img, [] if found.fallback_whole_image else found.boxes)
     boxed.thumbnail((MAX_SHOWN_SIDE, MAX_SHOWN_SIDE))
     return Detection(np.asarray(boxed), list(found.boxes), found.crops, bool(found.fallback_whole_image),
                      list(found.notes), seconds, img.size)

@@ -94,33 +94,53 @@ def smooth(values: list, strength: float) -> list:
 
 def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing: float = 0.0,
                     height: int = 340) -> go.Figure:
-    """Overlaid train (dashed) and val (solid) curves of `metric` ('loss' or 'acc') for several runs."""
+    """Overlaid train (dashed) and val (solid) curves of `metric` ('loss' or 'acc') for several runs.
+
+    The legend lies in rows below the plot, one entry per run (clicking it hides both of its curves; one run gets
+    "train" and "val"), and the figure grows by its rows: eight names above the plot squeezed it to a strip."""
     fig = go.Figure()
+    single = len(series) == 1
     for i, (label, epochs) in enumerate(series):
         x = [e["epoch"] for e in epochs]
         for split, dash in (("train", "dash"), ("val", "solid")):
             y = smooth([e.get(f"{split}_{metric}") for e in epochs], smoothing)
-            fig.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 15 else "lines", name=f"{label} {split}",
+            fig.add_scatter(x=x, y=y, mode="lines+markers" if len(x) < 15 else "lines",
+                            name=split if single else label, showlegend=single or split == "val",
                             line=dict(color=colour(i), dash=dash), marker=dict(size=5), legendgroup=label,
                             hovertemplate=f"{label} {split} {metric}: %{{y:.4f}} (epoch %{{x}})<extra></extra>")
     fig.update_xaxes(title="epoch", dtick=1 if _max_epoch(series) <= 20 else None)
     fig.update_yaxes(title="accuracy" if metric == "acc" else "loss", tickformat=".0%" if metric == "acc" else None)
-    return _layout(fig, height=height)
+    rows = legend_rows(2 if single else len(series))
+    fig = _layout(fig, height=height + LEGEND_ROW * rows)
+    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0,
+                                  font=dict(size=11)),
+                      margin=dict(b=AXIS_SPACE + LEGEND_ROW * rows))
+    return fig
+
+
+LEGEND_ROW = 22     # pixels per row of a legend below a chart
+AXIS_SPACE = 50     # pixels below a plot for its tick labels and axis title
+
+
+def legend_rows(entries: int, per_row: int = 2) -> int:
+    """Rows a horizontal legend takes in a half-width chart (two run names a row, to be safe)."""
+    return max(1, math.ceil(entries / per_row))
 
 
 def _max_epoch(series) -> int:
     return max((e["epoch"] for _, eps in series for e in eps), default=0)
 
 
-def gradient_norms(epochs: list[dict], title: str = "") -> go.Figure:
-    """Per-layer gradient norms over epochs (log scale: vanishing and exploding both show)."""
+def gradient_norms(epochs: list[dict], title: str = "", y_range: list[float] | None = None) -> go.Figure:
+    """Per-layer gradient norms over epochs (log scale: vanishing and exploding both show). `y_range`
+    (log10 units, from `gradient_norm_range`) gives several runs' charts one scale to compare by eye."""
     layers = list(dict.fromkeys(k for e in epochs for k in (e.get("grad_norms") or {})))
     fig = go.Figure()
     shades = _ramp(len(layers))
     for layer, c in zip(layers, shades):
         fig.add_scatter(x=[e["epoch"] for e in epochs], y=[(e.get("grad_norms") or {}).get(layer) for e in epochs],
                         mode="lines+markers", name=layer, line=dict(color=c), marker=dict(size=4))
-    fig.update_yaxes(type="log", title="gradient L2 norm")
+    fig.update_yaxes(type="log", title="weight-gradient L2 norm, log scale", range=y_range)
     n_epochs = max((e["epoch"] for e in epochs), default=1)
     fig.update_xaxes(title="epoch", dtick=1 if n_epochs <= 20 else None, range=[0.8, n_epochs + 0.2] if n_epochs <= 2
                      else None)
@@ -128,6 +148,18 @@ def gradient_norms(epochs: list[dict], title: str = "") -> go.Figure:
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       title=dict(text=title, font=dict(size=13)) if title else None)
     return fig
+
+
+def gradient_norm_range(runs_epochs: list[list[dict]]) -> list[float] | None:
+    """One log-axis range [log10 low, log10 high] holding every positive gradient norm of several runs, with a
+    little room; None when there is none."""
+    values = [v for epochs in runs_epochs for e in epochs for v in (e.get("grad_norms") or {}).values()
+              if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+    if not values:
+        return None
+    low, high = math.log10(min(values)), math.log10(max(values))
+    pad = max(0.1, 0.05 * (high - low))
+    return [low - pad, high + pad]
 
 
 def _ramp(n: int) -> list[str]:

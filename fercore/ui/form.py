@@ -18,6 +18,11 @@ from fercore.store.entities import RunStatus
 GROUPS = {"data": "Data", "architecture": "Architecture", "transfer": "Transfer (ImageNet nets)",
           "augmentation": "Preprocessing & augmentation", "optimisation": "Optimisation", "run": "Run"}
 HIDDEN = {"preset"}                     # informational: set from the preset picker
+GPU_ONLY = {"amp", "compile"}           # shown only where a GPU trains (their values stay in the config elsewhere)
+# The data group (dataset, class subset, split, data fraction) is the user's choice of what to train on: picking a
+# preset changes how to train, so these keep their values unless the preset itself sets them.
+DATA_FIELDS = tuple(f.name for f in config_fields() if f.metadata.get("group") == "data")
+DATA_AUTO = "_train_data_auto"          # the dataset the form picked by itself (until the user picks one)
 STEPS = {"lr": 1e-4, "weight_decay": 1e-5, "momentum": 0.01, "rotation": 1.0, "grad_clip": 0.5, "mixup": 0.1}
 STATE = "train_form"
 NO_PRESET = "(none: the plain settings)"   # the first choice of every preset picker
@@ -50,6 +55,57 @@ def load_config(config: RunConfig) -> None:
         st.session_state[f"cfg_{name}"] = v
 
 
+def device_preset(on_gpu: bool) -> str:
+    """The recipe a new run starts from on this machine: the lab's default on a GPU, the starter's on a CPU."""
+    return "default" if on_gpu else "cpu-starter"
+
+
+def preset_choices(first: str) -> list[str]:
+    """The preset picker's options with this machine's recipe first (after the plain settings)."""
+    return [NO_PRESET, first, *(p for p in PRESETS if p != first)]
+
+
+def newest_real_dataset(datasets_info) -> str | None:
+    """The most recently imported dataset that is not synthetic (store.list_datasets() is newest first)."""
+    return next((d.name for d in datasets_info if not d.synthetic), None)
+
+
+def open_form(preset: str, datasets_info) -> None:
+    """The form of a session's first visit: the preset's config on the newest real dataset. Later visits keep
+    the user's values; a dataset the form picked by itself follows a newer import (a teacher who imports FER2013
+    after a first look at Train finds it selected), one the user picked stays."""
+    newest = newest_real_dataset(datasets_info)
+    if STATE not in st.session_state:
+        load_config(preset_or_plain(preset))
+        if newest and "data" not in PRESETS.get(preset, {}).get("config", {}):
+            _set("data", newest)
+        st.session_state[DATA_AUTO] = st.session_state[STATE]["data"]
+    elif newest and st.session_state.get(DATA_AUTO) not in (None, newest) \
+            and st.session_state[STATE].get("data") == st.session_state[DATA_AUTO]:
+        _set("data", newest)
+        st.session_state[DATA_AUTO] = newest
+
+
+def load_preset(choice: str) -> None:
+    """Put a preset picked in the form, keeping the user's data settings (DATA_FIELDS) unless it sets them."""
+    before = {name: st.session_state.get(f"cfg_{name}", st.session_state.get(STATE, {}).get(name))
+              for name in DATA_FIELDS}
+    sets = PRESETS.get(choice, {}).get("config", {})
+    load_config(preset_or_plain(choice))
+    for name, value in before.items():
+        if name not in sets and value is not None:
+            _set(name, value)
+
+
+def _set(name: str, value) -> None:
+    st.session_state[STATE][name] = value
+    st.session_state[f"cfg_{name}"] = value
+
+
+def _data_picked() -> None:
+    st.session_state.pop(DATA_AUTO, None)   # the user chose: the form no longer follows new imports
+
+
 def _ensure_state() -> dict:
     if STATE not in st.session_state:
         load_config(RunConfig())
@@ -66,7 +122,7 @@ def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str], arch:
     disabled = (applies == "custom" and arch != "custom") or (applies == "imagenet" and arch == "custom")
     if f.name == "data":
         options = list(dict.fromkeys(datasets + ["synthetic", st.session_state.get(key, "synthetic")]))
-        return st.selectbox(label, options, key=key, help=help_)
+        return st.selectbox(label, options, key=key, help=help_, on_change=_data_picked)
     if f.name == "classes":
         options = list(dict.fromkeys(classes + list(st.session_state.get(key) or [])))
         return st.multiselect(label, options, key=key, help=help_, placeholder="all classes")
@@ -85,13 +141,15 @@ def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str], arch:
                            else float(hi), step=float(step), format="%g", key=key, help=help_, disabled=disabled)
 
 
-def config_form(datasets: list[str], classes: list[str]) -> dict:
-    """Draw the grouped form; return the raw values (turn them into a RunConfig with `to_config`)."""
+def config_form(datasets: list[str], classes: list[str], gpu: bool = True) -> dict:
+    """Draw the grouped form (GPU-only settings only where a GPU trains); return the raw values (turn them
+    into a RunConfig with `to_config`)."""
     values = _ensure_state()
     arch = st.session_state.get("cfg_arch", "custom")
+    hidden = HIDDEN if gpu else HIDDEN | GPU_ONLY
     by_group: dict[str, list] = {}
     for f in config_fields():
-        if f.name not in HIDDEN:
+        if f.name not in hidden:
             by_group.setdefault(f.metadata.get("group", "optimisation"), []).append(f)
     tabs = st.tabs([GROUPS.get(g, g) for g in by_group])
     for tab, (group, fs) in zip(tabs, by_group.items()):

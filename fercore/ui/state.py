@@ -45,6 +45,23 @@ def app_ran() -> tuple[str, dict] | None:
     return st.session_state.pop(WANTED_PAGE, None)
 
 
+# --- widget values that outlive a visit to another page ---------------------------------------------------------
+def restore(key: str, default, options=None) -> None:
+    """Before drawing the widget `key`: Streamlit drops a widget's value when its page is left, so put back the
+    plain copy `keep` saved (or `default`), dropping what is no longer among `options`."""
+    value = st.session_state.get(key, st.session_state.get(f"_{key}", default))
+    if options is not None:
+        value = [v for v in value if v in options] if isinstance(value, list) else (
+            value if value in options else default)
+    if st.session_state.get(key) != value or key not in st.session_state:
+        st.session_state[key] = value
+
+
+def keep(key: str) -> None:
+    """After drawing the widget `key`: save a plain copy of its value under a key Streamlit never drops."""
+    st.session_state[f"_{key}"] = st.session_state.get(key)
+
+
 # --- errors a user can cause: one sentence on the page, never a traceback ------------------------
 @contextmanager
 def shown_errors(action: str):
@@ -133,6 +150,11 @@ def training_device() -> str:
     return "CPU (no GPU found)"
 
 
+def has_gpu() -> bool:
+    """Whether runs train on a GPU here: what the Train form starts from and shows, and every time estimate."""
+    return training_device().startswith("GPU")
+
+
 # --- import paths typed by users: confined to allowed folders ----------------------------------------------
 def allowed_roots() -> list[Path]:
     """The working directory, ../shared/datasets when present, and FER_DATA_DIRS (os.pathsep-separated)."""
@@ -185,4 +207,5 @@ def may_manage_runs() -> bool:
     return hmac.compare_digest(str(given).encode(), expected.encode())
 
 
-LOCKED_NOTE = "Deleting and cancelling runs is reserved to the instructor: enter the password in the sidebar."
+LOCKED_NOTE = ("Deleting and cancelling runs is reserved to the instructor: enter the password in the sidebar's "
+               "Instructor section.")

@@ -10,8 +10,17 @@ import pandas as pd
 import streamlit as st
 
 from fercore.config import RunConfig
-from fercore.models.weights import (MIB, ImportReport, checkpoints_dir, fetch_weights, import_upload, import_weights,
-                              missing_sentence, missing_weights, weights_table)
+from fercore.models.weights import (
+    MIB,
+    ImportReport,
+    checkpoints_dir,
+    fetch_weights,
+    import_upload,
+    import_weights,
+    missing_sentence,
+    missing_weights,
+    weights_table,
+)
 from fercore.ui import state
 
 NOTE = "_weights_note-"   # + key: a success message that survives the rerun after a fetch or an import
