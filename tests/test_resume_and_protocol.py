@@ -233,3 +233,35 @@ def test_a_run_that_answers_happy_to_most_faces_is_diagnosed_from_val():
     found = {f["kind"]: f["message"] for f in diagnose(run)}
     assert "predicts happy for most faces" in found["dominant_class"] and "on val" in found["dominant_class"]
     assert "never predicts disgust" in found["never_predicted"] and "val images" in found["never_predicted"]
+
+
+def test_explanations_start_from_black_and_a_blank_gradcam_says_why(faces, tiny, monkeypatch):
+    from fercore.predict import explain, predictor
+    res = fit(tiny.replace(epochs=1, normalize="standard"), faces)
+    pred = predictor.Predictor(None, res.model.eval(), tiny, res.classes, res.mean, res.std)
+    seen = []
+    real = explain.attribute
+
+    def spy(model, x, target, method, target_layer=None, baseline=0.0):
+        seen.append((method, baseline, target_layer))
+        return real(model, x, target, method, target_layer=target_layer, baseline=baseline)
+
+    monkeypatch.setattr(explain, "attribute", spy)
+    crop = faces.images[0]
+    predictor.explain_face(pred, crop, 0, "ig")
+    black = float(pred.input_tensor(np.zeros_like(crop)).flatten()[0])
+    assert seen[-1][1] == pytest.approx(black) and black < -1.0, "a black face in normalised space, not 0 (grey)"
+    seen.clear()
+    blank_at_last = {"n": 0}
+
+    def blank_first(model, x, target, method, target_layer=None, baseline=0.0):
+        seen.append(target_layer)
+        blank_at_last["n"] += 1
+        if blank_at_last["n"] == 1:
+            return np.zeros(x.shape[-2:], dtype=np.float32)   # no positive gradient at the last conv layer
+        return real(model, x, target, method, target_layer=target_layer, baseline=baseline)
+
+    monkeypatch.setattr(explain, "attribute", blank_first)
+    heat, note = predictor.explain_face(pred, crop, 0, "gradcam")
+    assert len(seen) == 2 and seen[0] is not seen[1] and "blank" in note and "earlier" in note
+    assert heat.shape == (192, 192, 3)
