@@ -15,12 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fercore.errors import UserError
 from fercore.store import RunStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class NoGPU(ValueError):
+class NoGPU(UserError, ValueError):
     """`--gpus` on a machine without the GPUs asked for; the message is a plain sentence."""
 
 

@@ -88,10 +88,10 @@ def start_app(db: Path, port: int) -> subprocess.Popen:
 
 def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
     sync_playwright, chromium = chromium_or_skip()
-    tiny = trained_db(tmp_path / "runs.db")
     from fercore.jobs.runfile import ensure_starter
     from fercore.store import RunStore
-    starter = ensure_starter(RunStore(str(tmp_path / "runs.db")))
+    starter = ensure_starter(RunStore(str(tmp_path / "runs.db")))   # a brand-new database registers it
+    tiny = trained_db(tmp_path / "runs.db")
     photo = face_photo(tmp_path / "face.jpg")
     port = free_port()
     server = start_app(tmp_path / "runs.db", port)

@@ -41,8 +41,10 @@ def lab(tmp_path, tiny, capsys) -> str:
     flags = ["--data", tiny.data, "--conv-blocks", "2", "--filters", "8,16", "--convs-per-block", "1",
              "--fc-units", "16", "--batch-size", "32", "--epochs", "2", "--tta", "none", "--db", db]
     assert cli(capsys, "train", *flags, "--name", "tiny", "--device", "cpu")["status"] == "finished"
-    assert cli(capsys, "train", *flags[:-2], "--data", "no-such-data", "--name", "broken", "--db", db,
-               "--device", "cpu")["status"] == "failed"
+    from fercore.store import RunStatus, RunStore
+    store = RunStore(db)
+    broken = store.create_run(tiny.replace(name="broken"), status=RunStatus.RUNNING)
+    store.set_status(broken.id, RunStatus.FAILED, "The dataset went missing; the finished epochs are kept.")
     cli(capsys, "train", *flags, "--name", "waiting", "--queue", "--no-worker")
     return db
 
@@ -56,8 +58,8 @@ def test_copy_from_sqlite_to_postgresql_shows_the_same_runs(lab, pg_server, tmp_
     assert res["run_ids"] == {str(i): i for i in range(1, 5)}   # ids kept: `runs show 2` is the same run
 
     shutil.rmtree(tmp_path / "class" / "runs_artifacts")   # the old folder is gone: the copy stands alone
-    before = {r.id: r for r in cli(capsys, "runs", "list", "--db", lab)}
-    after = {r.id: r for r in cli(capsys, "runs", "list", "--db", pg)}
+    before = {r["id"]: r for r in cli(capsys, "runs", "list", "--db", lab)}
+    after = {r["id"]: r for r in cli(capsys, "runs", "list", "--db", pg)}
     assert {i: without_paths(r) for i, r in after.items()} == {i: without_paths(r) for i, r in before.items()}
     for rid in before:
         a, b = (cli(capsys, "runs", "show", str(rid), "--db", db) for db in (lab, pg))
@@ -91,9 +93,9 @@ def test_a_destination_with_runs_is_refused_unless_merged(lab, pg_server, tmp_pa
 
     res = cli(capsys, "db", "copy", lab, pg, "--artifacts", str(dst_files), "--merge")
     assert res["datasets"] == 0 and res["datasets_shared"] == 1
-    assert [r.name for r in res["skipped_runs"]] == ["starter"]   # the destination has its own
+    assert [r["name"] for r in res["skipped_runs"]] == ["starter"]   # the destination has its own
     assert res["run_ids"] == {"2": 5, "3": 6, "4": 7}
-    runs = {r.id: r for r in cli(capsys, "runs", "list", "--db", pg)}
+    runs = {r["id"]: r for r in cli(capsys, "runs", "list", "--db", pg)}
     assert sorted(runs) == [1, 2, 3, 4, 5, 6, 7]
     assert without_paths(runs[5]) | {"id": 2} == without_paths(runs[2]) | {"id": 2}
     copied = cli(capsys, "runs", "show", "5", "--db", pg)

@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import fercore.models
-from fercore.predict import faces
 from fercore.cli import cmd_data_import
 from fercore.config import ConfigError, RunConfig
 from fercore.data.dataset import DataError
@@ -48,6 +47,7 @@ from fercore.jobs.runfile import (
     save_checkpoint,
 )
 from fercore.models import build_model
+from fercore.predict import faces
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
 from fercore.teach.sweeps import start_sweep
@@ -271,14 +271,14 @@ def fresh_file(lab, name: str, data: bytes) -> Path:
 
 def import_or_sentence(lab, path: Path) -> None:
     """What `data import` (and the Data page) do with an upload, checked: a whole dataset or a sentence."""
-    names = [d["name"] for d in lab.store.list_datasets()]
+    names = [d.name for d in lab.store.list_datasets()]
     stored = files_below(lab.store.artifacts / "datasets")
     try:
         out, _ = cmd_data_import(Namespace(src=str(path), name=f"upload-{next(_names)}"), lab.store)
     except DataError as e:
         event("refused: " + re.sub(r".*?(is|has|does|holds|expands|line \d+:?)\b", r"\1", str(e), count=1)[:40])
         assert is_sentence(str(e)), str(e)
-        assert [d["name"] for d in lab.store.list_datasets()] == names
+        assert [d.name for d in lab.store.list_datasets()] == names
         assert files_below(lab.store.artifacts / "datasets") == stored
         return
     event("imported")
@@ -540,7 +540,7 @@ def test_every_file_the_lab_writes_is_fsynced_before_its_rename(db, tmp_path, mo
     save_checkpoint(ckpt, build_model(TINY, 7, pretrained=False), TINY, list("abcdefg"), 0.5, 0.2)   # run files
     probs = probs_to_file(tmp_path / "run" / "probs_val.npy", np.ones((3, 7)))       # stored probabilities
     start_sweep(store, TINY, {"lr": [0.01, 0.1]}, method="grid", trials=2, name="s")  # a sweep's spec
-    written = [Path(store.dataset_info("faces")["path"]), ckpt, Path(probs), store.artifacts / "sweeps" / "s.json",
+    written = [Path(store.dataset_info("faces").path), ckpt, Path(probs), store.artifacts / "sweeps" / "s.json",
                next(Path(os.environ["FER_CACHE_DIR"]).glob("*.npz"))]
     for final in written:
         [(i, src)] = [(i, e[1]) for i, e in enumerate(events) if e[0] == "replace" and Path(e[2]) == final]

@@ -170,7 +170,7 @@ def test_custom_cnn_every_parameter_trains_and_info_counts_them():
     assert all(p.grad is not None for p in model.parameters())
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     info = model_info(model)
-    assert info.n_params == info["n_trainable"] == sum(p.numel() for p in model.parameters()) > 0
+    assert info["n_params"] == info["n_trainable"] == sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_build_model_rejects_fewer_than_two_classes():

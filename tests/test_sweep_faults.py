@@ -26,7 +26,7 @@ def finish(store: RunStore, run: dict, val_acc: float = 0.4) -> dict:
 
 
 def trials(store: RunStore, name: str) -> list[tuple[int, str]]:
-    return sorted((r["trial"], r.status) for r in store.list_runs(group_name=name))
+    return sorted((r.trial, r.status) for r in store.list_runs(group_name=name))
 
 
 def test_a_reaped_trial_advances_its_sweep(db):
@@ -35,8 +35,8 @@ def test_a_reaped_trial_advances_its_sweep(db):
     for run in sweep["runs"][:3]:
         finish(store, run)
     last = store.claim_next_run(worker_id=99)   # its worker then dies: no heartbeat any more
-    store.update_run(last["id"], heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 5))
-    assert reap(store) == [last["id"]]
+    store.update_run(last.id, heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 5))
+    assert reap(store) == [last.id]
     assert trials(store, "reaped") == [(1, "finished"), (2, "finished"), (3, "finished"), (4, "failed"), (5, "queued")]
     assert reap(store) == [] and len(trials(store, "reaped")) == 5   # reaping again queues nothing more
 
@@ -46,10 +46,10 @@ def test_a_trial_cancelled_before_it_started_advances_its_sweep(db):
     sweep = start_sweep(store, BASE, SPACE, method="bayes", trials=6, name="skipped")
     for run in sweep["runs"][:3]:
         finish(store, run)
-    [cancelled] = cancel_runs(store, [sweep["runs"][3]["id"]])
-    assert cancelled["status"] == "cancelled"
+    [cancelled] = cancel_runs(store, [sweep["runs"][3].id])
+    assert cancelled.status == RunStatus.CANCELLED
     assert trials(store, "skipped")[3:] == [(4, "cancelled"), (5, "queued")]
-    assert cancel_runs(store, [cancelled["id"]])[0]["status"] == "cancelled" and len(trials(store, "skipped")) == 5
+    assert cancel_runs(store, [cancelled.id])[0].status == RunStatus.CANCELLED and len(trials(store, "skipped")) == 5
 
 
 def test_failing_trials_advance_their_sweep_in_the_worker_until_the_budget_is_spent(db):
@@ -103,9 +103,9 @@ def test_cancelling_every_trial_still_to_come_stops_the_sweep(db):
     finish(store, sweep["runs"][0])
     running = store.claim_next_run(worker_id=1)
     rest = [r.id for r in sweep["runs"][2:]]
-    out = cancel_runs(store, [running["id"], *rest])
+    out = cancel_runs(store, [running.id, *rest])
     assert [r.status for r in out] == ["running", "cancelled", "cancelled"]   # the running one at its next batch
-    store.set_status(running["id"], RunStatus.CANCELLED, "cancelled by its owner")   # what its worker then does
-    assert on_run_finished(store, store.get_run(running["id"])) == []
+    store.set_status(running.id, RunStatus.CANCELLED, "cancelled by its owner")   # what its worker then does
+    assert on_run_finished(store, store.get_run(running.id)) == []
     assert len(store.list_runs(group_name="stopped")) == 4
     assert [s["done"] for s in list_sweeps(store)] == [True]

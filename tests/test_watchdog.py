@@ -48,8 +48,8 @@ sys.exit(main(["worker", "--once", "--db", sys.argv[1], "--stall-minutes", sys.a
 
 def test_a_hung_training_loop_is_failed_with_its_epochs_kept_and_the_queue_goes_on(db, tmp_path):
     store = RunStore(db)
-    hung = store.create_run(TINY.replace(name="hung"), status=RunStatus.QUEUED)["id"]
-    after = store.create_run(TINY.replace(name="after", epochs=1), status=RunStatus.QUEUED)["id"]
+    hung = store.create_run(TINY.replace(name="hung"), status=RunStatus.QUEUED).id
+    after = store.create_run(TINY.replace(name="after", epochs=1), status=RunStatus.QUEUED).id
     window_s = 6.0
     with open(tmp_path / "worker.err", "w+") as err:
         p = subprocess.Popen([sys.executable, "-c", HUNG_WORKER, db, str(window_s / 60)], cwd=REPO, env=cli_env(),
@@ -69,12 +69,12 @@ def test_a_hung_training_loop_is_failed_with_its_epochs_kept_and_the_queue_goes_
     assert [e["epoch"] for e in run.epochs] == [1] and run.epochs[0]["val_acc"] is not None
     assert run.cancel_requested   # were the loop ever to wake up, it would stop at its next batch
     assert [w.status for w in store.list_workers()] == []   # the worker row says stopped
-    assert store.get_run(after)["status"] == "queued"
-    assert run_worker(store, once=True, poll_s=0.2) == 1 and store.get_run(after)["status"] == "finished"
+    assert store.get_run(after).status == RunStatus.QUEUED
+    assert run_worker(store, once=True, poll_s=0.2) == 1 and store.get_run(after).status == RunStatus.FINISHED
 
 
 def running_run(store: RunStore, config: RunConfig = TINY, **changes) -> int:
-    rid = store.create_run(config.replace(**changes), status=RunStatus.RUNNING)["id"]
+    rid = store.create_run(config.replace(**changes), status=RunStatus.RUNNING).id
     store.add_epoch(rid, {"epoch": 1, "train_loss": 1.5, "train_acc": 0.4, "val_loss": 1.6, "val_acc": 0.35})
     return rid
 
@@ -117,7 +117,7 @@ def test_the_heartbeat_fails_a_run_whose_progress_stands_still_not_one_that_move
     run = store.get_run(still, epochs=True)
     assert run.status == RunStatus.FAILED and run.error.startswith(STALLED) and "1 second " in run.error
     assert [e["epoch"] for e in run.epochs] == [1]
-    assert store.get_run(moving)["status"] == "running"
+    assert store.get_run(moving).status == RunStatus.RUNNING
 
 
 def test_a_stalled_sweep_trial_advances_its_sweep(db):
@@ -128,17 +128,17 @@ def test_a_stalled_sweep_trial_advances_its_sweep(db):
         store.add_epoch(run.id, {"epoch": 1, "val_acc": 0.3})
         store.set_status(run.id, RunStatus.FINISHED)
     last = store.claim_next_run(worker_id=1)
-    store.update_run(last["id"], progress_at=now() - timedelta(minutes=5))
+    store.update_run(last.id, progress_at=now() - timedelta(minutes=5))
     stalled = []
-    beat = watch(store, last["id"], 60.0, stalled)
+    beat = watch(store, last.id, 60.0, stalled)
     try:
         deadline = time.monotonic() + 20
         while not stalled and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         beat.halt()
-    assert stalled == [last["id"]] and store.get_run(last["id"])["status"] == "failed"
-    assert [(r["trial"], r.status) for r in store.list_runs(group_name="watched")][:1] == [(5, "queued")]
+    assert stalled == [last.id] and store.get_run(last.id).status == RunStatus.FAILED
+    assert [(r.trial, r.status) for r in store.list_runs(group_name="watched")][:1] == [(5, "queued")]
 
 
 def test_the_window_comes_from_the_flag_then_the_environment(monkeypatch):

@@ -231,7 +231,7 @@ def test_with_the_weights_present_the_transfer_lesson_queues_its_four_runs(hub, 
     code, out = cli(capsys, "lesson", "start", "transfer", "--no-worker", "--db", db)
     assert code == 0, out
     runs = user_runs(db)
-    assert len(out) == 4 and sorted(r["config"]["transfer"] for r in runs) == ["frozen", "head", "scratch",
+    assert len(out) == 4 and sorted(r.config.transfer for r in runs) == ["frozen", "head", "scratch",
                                                                                "unfrozen"]
     assert {r.status for r in runs} == {RunStatus.QUEUED}
 

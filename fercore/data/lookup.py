@@ -35,7 +35,7 @@ def import_dataset(src: str, store, name: str | None = None, dedupe: bool = Fals
     from fercore.data import audit as audit_mod
     from fercore.data.sources import load_source  # here: sources pull in PIL
     ds = load_source(src)
-    name = name or (src if is_synthetic(src) else ds.name)
+    name = name or ds.name
     hashes = audit_mod.pixel_hashes(ds.images)
     report = audit_mod.audit(ds, hashes)
     dropped: list[str] = []

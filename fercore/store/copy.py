@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
+from fercore.errors import UserError
 from fercore.store.dialects import move_id_sequence_past
 from fercore.store.entities import RunStatus
 from fercore.store.runstore import RunStore, _url
@@ -31,7 +32,7 @@ from fercore.store.schema import DatasetRow, EpochRow, EvaluationRow, RunRow, Wo
 STARTER_SOURCE = "starter.fer.pt"   # runfile.STARTER_FILE's name, as import_run records it in a run's progress
 
 
-class CopyRefused(ValueError):
+class CopyRefused(UserError, ValueError):
     """A copy that must not happen (or cannot); the message is a plain sentence."""
 
 
