@@ -281,7 +281,11 @@ def cmd_explain(args, store):
 
 @command("bench")
 def cmd_bench(args, store):
-    from fercore.bench import run_benchmark
+    from fercore.bench import precision_parity, run_benchmark
+    if args.parity:
+        res = precision_parity(epochs=args.epochs, data=args.data, device=args.device, preset=args.preset,
+                               fraction=args.fraction if args.fraction < 1 else 0.1)
+        return res, "\n".join(f"{k}: {v}" for k, v in res.items())
     res = run_benchmark(epochs=args.epochs, batch_size=args.batch_size, data=args.data, device=args.device,
                         csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction)
     return res, "\n".join(f"{k}: {v}" for k, v in res.items())
@@ -481,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="whose network and augmentation (default: cpu-starter on a CPU, default on a GPU)")
     b.add_argument("--fraction", type=float, default=1.0, help="share of the training images (e.g. 0.25)")
+    b.add_argument("--parity", action="store_true",
+                   help="instead: train the preset's recipe in fp32 and in bf16 and compare val accuracy "
+                        "(--epochs, --fraction: 0.1 unless given)")
 
     les = group("lesson", "one-click teaching experiments")
     l = les.add_parser("list", parents=[common])

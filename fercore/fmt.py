@@ -13,10 +13,10 @@ def num(v, digits: int = 4) -> str:
 
 
 def duration(seconds) -> str:
-    """12 s, 3 min 05 s, 1 h 02 min."""
+    """1 s (anything shorter too: 'about 0 s' reads as nothing), 12 s, 3 min 05 s, 1 h 02 min."""
     if not _finite(seconds):
         return "-"
-    s = int(round(seconds))
+    s = max(int(round(seconds)), 1) if seconds >= 0 else int(round(seconds))
     if s < 60:
         return f"{s} s"
     if s < 3600:

@@ -115,8 +115,11 @@ class Batches:
 
 
 def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None,
-        device: str | torch.device | None = None, resume: dict | None = None) -> FitResult:
-    """Train `config` on `dataset`; `resume` is a state that `on_checkpoint` handed out, to continue after it."""
+        device: str | torch.device | None = None, resume: dict | None = None,
+        bf16: bool | None = None) -> FitResult:
+    """Train `config` on `dataset`; `resume` is a state that `on_checkpoint` handed out, to continue after it.
+    `bf16` forces bf16 autocast on or off (the benchmark's precision parity, also where bf16 is only emulated);
+    None lets `uses_amp` decide."""
     recorder = recorder or Recorder()
     device = device if isinstance(device, torch.device) else pick_device(device)
     torch.manual_seed(config.seed)
@@ -145,7 +148,7 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
     steps = max(1, len(train) // batch_size)   # drop the ragged last batch (BatchNorm dislikes size 1)
     optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad], device)
     scheduler = make_scheduler(config, optimizer, steps)
-    amp = uses_amp(config, device)
+    amp = uses_amp(config, device) if bf16 is None else bf16
     loop = _Loop(config, net, optimizer, scheduler, train_tf, weights, amp, gen, recorder, steps, batch_size,
                  gradient_layers(model))
 

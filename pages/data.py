@@ -16,6 +16,7 @@ state.require_app(__file__)
 st.title("Data")
 store = state.get_store()
 UPLOAD_LIMIT_MB = st.get_option("server.maxUploadSize")   # .streamlit/config.toml
+IMPORTED = "_data_imported"   # what the last import brought: a sentence, then the loader's notes
 
 
 def upload_to_file(up, folder: Path) -> Path:
@@ -28,19 +29,24 @@ def upload_to_file(up, folder: Path) -> Path:
     return path
 
 
-def import_source(src: str, name: str) -> None:
+def import_source(src: str, name: str, source: str | None = None) -> None:
     """Load a source, audit it, store it as a dataset (deduplicated when asked), and say what arrived."""
     from fercore.data import import_dataset
+    st.session_state.pop(IMPORTED, None)   # a failed import must not sit under the last one's success
     with st.spinner("Importing and auditing... (the full FER2013 takes a few seconds)"):
-        info = import_dataset(src, store, name.strip() or None, dedupe=st.session_state.get("data_dedupe", False))
+        info = import_dataset(src, store, name.strip() or None, dedupe=st.session_state.get("data_dedupe", False),
+                              source=source)
     splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
-    st.success(f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).")
-    for note in info.notes:
-        st.info(note)
+    # Said below the import box, which folds once a dataset exists: the outcome must not hide inside it.
+    st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).",
+                                  *info.notes]
     st.session_state["data_pick"] = info.name
 
 
-with st.expander("Import a dataset", expanded=not store.list_datasets()):
+# Open on a lab with no data, folded on one with some; decided once per session, so the box does not fold under a
+# teacher who is importing a second dataset (a changed `expanded` redraws the expander closed).
+st.session_state.setdefault("_data_import_open", not store.list_datasets())
+with st.expander("Import a dataset", expanded=st.session_state["_data_import_open"]):
     st.checkbox("Drop duplicates (val/test images that are copies of training images) and blank images",
                 key="data_dedupe", help="FER2013 repeats itself: 280 of its 3,589 PublicTest images are training "
                                         "images. A model scores them from memory, which inflates val accuracy.")
@@ -52,7 +58,8 @@ with st.expander("Import a dataset", expanded=not store.list_datasets()):
         up_name = st.text_input("Name (optional)", key="data_upload_name", placeholder="e.g. fer2013")
         if st.button("Import the upload", disabled=up is None):
             with state.shown_errors("The import"), tempfile.TemporaryDirectory() as tmp:
-                import_source(str(upload_to_file(up, Path(tmp))), up_name or Path(up.name).name.split(".")[0])
+                import_source(str(upload_to_file(up, Path(tmp))), up_name or Path(up.name).name.split(".")[0],
+                              source=f"upload: {Path(up.name).name}")
     with path_tab:
         roots = state.allowed_roots()
         st.caption("The lab reads only from these folders: " + ", ".join(f"`{r}`" for r in roots) + ".")
@@ -73,6 +80,11 @@ with st.expander("Import a dataset", expanded=not store.list_datasets()):
             with state.shown_errors("Creating the synthetic set"):
                 import_source(f"synthetic:{n}", "synthetic" if n == 2100 else f"synthetic-{n}")
 
+if st.session_state.get(IMPORTED):
+    done, *notes = st.session_state[IMPORTED]
+    st.success(done)
+    for note in notes:
+        st.info(note)
 datasets = store.list_datasets()
 if not datasets:
     st.info("No dataset yet: import FER2013 above, or create the synthetic demo faces.")

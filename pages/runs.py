@@ -28,8 +28,8 @@ def training_now() -> None:
         p = r.progress or {}
         epochs = p.get("epochs") or r.config.epochs or 1
         done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
-        st.progress(min(max(done, 0.0), 1.0), text=f"{r.name}: epoch {p.get('epoch', '-')}/{epochs}, "
-                                                   f"about {fmt.duration(p.get('eta_s'))} left")
+        st.progress(min(max(done, 0.0), 1.0), text=f"{r.name}: epoch {p.get('epoch', 1)}/{epochs}, about "
+                    f"{fmt.duration(p.get('eta_s'))} left" if p.get("batches") else f"{r.name}: preparing the data...")
         eps = store.epochs(r.id)
         if eps:
             a, b = st.columns(2)
@@ -43,6 +43,9 @@ if not runs:
 
 # --- the table --------------------------------------------------------------------------------------------
 TABLE, TABLE_IDS = "runs_table", "_runs_table_ids"   # the table's widget key; the run ids of its rows last drawn
+GO_COMPARE = "_runs_go_compare"                      # the runs whose Compare button was pressed
+if st.session_state.get(GO_COMPARE):
+    st.switch_page("pages/compare.py", query_params={"runs": ",".join(map(str, st.session_state.pop(GO_COMPARE)))})
 
 
 def _ticked_rows(ids: list[int]) -> None:
@@ -93,8 +96,10 @@ def selection_actions(selected: list[int], by_id: dict) -> None:
     """Compare, delete or cancel the ticked runs."""
     a, b, c = st.columns([2, 3, 2])
     if a.button(f"Compare selected ({len(selected)})", type="primary", disabled=not selected):
-        st.session_state["compare_ids"] = selected[:8]
-        st.switch_page("pages/compare.py", query_params={"runs": ",".join(map(str, selected[:8]))})
+        # Leave from a full run of the page, not from this fragment's run: a page switched to from inside a
+        # fragment is drawn and then blanked by the browser (Streamlit 1.67; tests/test_walk.py walks it).
+        st.session_state["compare_ids"] = st.session_state[GO_COMPARE] = selected[:8]
+        st.rerun(scope="app")
     allowed = state.may_manage_runs()
     with b:   # the confirmation is tied to the runs ticked: ticking others asks again
         sure = st.checkbox(f"Yes, delete the {len(selected)} selected run(s) and their files",

@@ -52,8 +52,9 @@ with left:
     else:
         with state.shown_errors("The time estimate"):
             seconds, basis = form.epoch_estimate(store, config, on_gpu)
+            epochs = f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}"
             st.markdown(f"**About {fmt.duration(seconds)} per epoch**, {fmt.duration(seconds * config.epochs)} for "
-                        f"{config.epochs} epochs on this machine's {'GPU' if on_gpu else 'CPU'}.")
+                        f"{epochs} on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
         info = store.dataset_info(config.data)
         if info is not None and config.split == "usage" and not info.splits.get("val"):

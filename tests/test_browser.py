@@ -5,85 +5,7 @@ missing, otherwise. The screenshot is left in pytest's tmp folder for a human to
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
-import pytest
-from PIL import Image
-
-from fercore.store.entities import Run, RunStatus
-
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-SHARED = REPO.parent / "shared" / "datasets" / "fer2013-images"
-
-
-def chromium_or_skip():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -r requirements-dev.txt)")
-    return sync_playwright, (CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def trained_db(path: Path) -> Run:
-    from fercore.config import RunConfig
-    from fercore.jobs.execute import execute_run
-    from fercore.store import RunStore
-    store = RunStore(str(path))
-    cfg = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,),
-                    batch_size=32, epochs=1, lr=3e-3, tta="none", name="tiny")
-    run = execute_run(store, store.create_run(cfg, status=RunStatus.RUNNING).id, device="cpu")
-    assert run.status == RunStatus.FINISHED, run.error
-    return run
-
-
-def face_photo(path: Path) -> Path:
-    """A 'photo': a real FER2013 face (or a synthetic one without ../shared) enlarged on a grey background."""
-    faces = sorted((SHARED / "train" / "happy").glob("*.jpg"))[:1] if SHARED.exists() else []
-    if faces:
-        face = Image.open(faces[0]).convert("L")
-    else:
-        from fercore.data.sources import load_source
-        face = Image.fromarray(load_source("synthetic:70").images[3])
-    photo = Image.new("RGB", (480, 360), (128, 128, 128))
-    photo.paste(face.resize((240, 240), Image.Resampling.BICUBIC).convert("RGB"), (120, 60))
-    photo.save(path, "JPEG", quality=92)
-    return path
-
-
-def start_app(db: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, FER_DB_URL=str(db), FER_AUTOSTART_WORKER="0",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                if r.read() == b"ok":
-                    return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}") from None
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("streamlit did not answer within 30 s")
+from browserkit import CHROMIUM_ARGS, chromium_or_skip, face_photo, free_port, start_app, stop, train_tiny
 
 
 def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
@@ -91,13 +13,13 @@ def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
     from fercore.jobs.runfile import ensure_starter
     from fercore.store import RunStore
     starter = ensure_starter(RunStore(str(tmp_path / "runs.db")))   # a brand-new database registers it
-    tiny = trained_db(tmp_path / "runs.db")
+    tiny = train_tiny(RunStore(str(tmp_path / "runs.db")))
     photo = face_photo(tmp_path / "face.jpg")
     port = free_port()
     server = start_app(tmp_path / "runs.db", port)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--headless"])
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # A shared link to a comparison, opened first on a fresh server, still gets the app's sidebar and
             # navigation, and the runs the link names.
@@ -123,8 +45,4 @@ def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
         assert saliency >= 3, "the boxed photo, the face crop and its saliency map"
         assert (tmp_path / "classify.png").stat().st_size > 10_000
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)

@@ -29,13 +29,16 @@ def require(spec: str, store) -> None:
                        "Data page or with `python -m fercore data import`, or use `synthetic`.")
 
 
-def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False):
+def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False, source: str | None = None):
     """Read a source, audit it (fercore.data.audit: duplicates within and across splits, blank images), drop
-    cross-split copies and blanks when `dedupe`, and store it with its audit. Returns the stored DatasetInfo."""
+    cross-split copies and blanks when `dedupe`, and store it with its audit. Returns the stored DatasetInfo.
+    `source`: where it came from, as the datasets table shows it, when `src` is a temporary copy (an upload)."""
     from fercore.data import audit as audit_mod
     from fercore.data.sources import load_source  # here: sources pull in PIL
     ds = load_source(src)
     name = name or ds.name
+    if source:
+        ds.source = source
     hashes = audit_mod.pixel_hashes(ds.images)
     report = audit_mod.audit(ds, hashes)
     dropped: list[str] = []

@@ -1,0 +1,122 @@
+"""What the browser tests and the browser benchmark share: Debian's chromium through Playwright, a Streamlit
+server on a free port over a given database, a tiny trained run, a face photo, and "fully drawn".
+
+Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package; `chromium_or_skip` skips a test,
+saying which is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SHARED = REPO.parent / "shared" / "datasets" / "fer2013-images"
+# The flags Debian's chromium needs here: no sandbox as root, no GPU, and none of its calls home (this machine's
+# closed network refuses them, many at a time).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--headless", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# Fully drawn: the script has finished (no "Running..." icon, no element left stale from the run before), no
+# skeleton or spinner is left, and every Plotly chart on the page has drawn its SVG.
+FULLY_DRAWN_JS = """() => {
+  if (document.querySelector('[data-testid=stStatusWidgetRunningIcon], [data-stale=true], [data-testid=stSkeleton], '
+                             + '[data-testid=stSpinner]'))
+    return false;
+  const charts = document.querySelectorAll('[data-testid=stPlotlyChart]');
+  for (const c of charts) { if (!c.querySelector('.main-svg')) return false; }
+  return document.querySelector('[data-testid=stApp]') !== null;
+}"""
+
+
+def chromium_path() -> str | None:
+    return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+
+def chromium_or_skip():
+    import pytest
+    if not chromium_path():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install -r requirements-dev.txt)")
+    return sync_playwright, chromium_path()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_tiny(store, name: str = "tiny", **changes):
+    """A finished one-epoch run of a tiny CNN on synthetic faces (evaluated on val and test)."""
+    from fercore.config import RunConfig
+    from fercore.jobs.execute import execute_run
+    from fercore.store.entities import RunStatus
+    cfg = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,),
+                    batch_size=32, epochs=1, lr=3e-3, tta="none", name=name).replace(**changes)
+    run = execute_run(store, store.create_run(cfg, status=RunStatus.RUNNING).id, device="cpu")
+    assert run.status == RunStatus.FINISHED, run.error
+    return run
+
+
+def face_photo(path: Path, index: int = 0) -> Path:
+    """A 'photo': a real FER2013 face (or a synthetic one without ../shared) enlarged on a grey background."""
+    faces = sorted((SHARED / "train" / "happy").glob("*.jpg"))[index:index + 1] if SHARED.exists() else []
+    if faces:
+        face = Image.open(faces[0]).convert("L")
+    else:
+        from fercore.data.sources import load_source
+        face = Image.fromarray(load_source("synthetic:70").images[3 + index])
+    photo = Image.new("RGB", (480, 360), (128, 128, 128))
+    photo.paste(face.resize((240, 240), Image.Resampling.BICUBIC).convert("RGB"), (120, 60))
+    photo.save(path, "JPEG", quality=92)
+    return path
+
+
+def start_app(db: Path, port: int, **env_changes: str) -> subprocess.Popen:
+    """`streamlit run streamlit_app.py` over `db` (no worker unless env_changes allow one); waits for its health
+    check."""
+    env = dict(os.environ, FER_DB_URL=str(db), FER_AUTOSTART_WORKER="0",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_changes)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
+                if r.read() == b"ok":
+                    return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}") from None
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("streamlit did not answer within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_fully_drawn(page, timeout_ms: int = 60_000) -> None:
+    """Until the page is fully drawn (FULLY_DRAWN_JS) and stays so for two animation frames' worth of polling."""
+    page.wait_for_function(FULLY_DRAWN_JS, timeout=timeout_ms, polling=50)
+    page.wait_for_timeout(100)
+    page.wait_for_function(FULLY_DRAWN_JS, timeout=timeout_ms, polling=50)
