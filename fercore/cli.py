@@ -151,8 +151,10 @@ def cmd_worker(args, store):
         res = run_worker_per_gpu(store, args.gpus, once=args.once, idle_exit_s=args.idle_exit)
         return res, describe(res)
     from fercore.jobs.worker import run_worker
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads}).")
     n = run_worker(store, once=args.once, device=args.device, idle_exit_s=args.idle_exit,
-                   stall_minutes=args.stall_minutes)
+                   stall_minutes=args.stall_minutes, threads=args.threads)
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
 
@@ -436,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="drain the queue and exit")
     w.add_argument("--device", default=None)
     w.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    w.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for training (default: one per core; a worker the app starts on a machine of "
+                        "4 cores or fewer without a GPU uses one fewer, leaving a core to the app)")
     w.add_argument("--gpus", default=None, metavar="all|0,1,...",
                    help="start one worker process per GPU (all visible ones, or those listed)")
     w.add_argument("--stall-minutes", type=float, default=None,

@@ -99,7 +99,8 @@ def device_name(device: torch.device, amp: bool | None = None) -> str:
         return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
         precision = "bf16" if (cpu_has_bf16() if amp is None else amp) else "fp32"
-        return f"cpu ({precision}, {torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu ({precision}, {n} thread{'' if n == 1 else 's'})"
     return str(device)
 
 

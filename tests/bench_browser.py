@@ -71,21 +71,22 @@ def bench_compare(page, base: str, ids: list[int], repeat: int) -> list[float]:
     return [timed(lambda: page.goto(url), drawn) for _ in range(repeat + 1)]
 
 
+PHOTO_SRC_JS = "() => document.querySelector('[data-testid=stMain] [data-testid=stImage] img')?.getAttribute('src')"
+
+
 def bench_upload(page, base: str, photos: list[Path]) -> list[float]:
     page.goto(f"{base}/")
     page.get_by_text("Upload a photo with one or more faces").wait_for()
     wait_fully_drawn(page)
     upload = page.locator("[data-testid=stFileUploader] input[type=file]")
     caption = page.locator("[data-testid=stImage]").filter(has_text="Saliency for")
-
-    def shown():
-        caption.first.wait_for()
-        wait_fully_drawn(page)
     out = []
-    for i, photo in enumerate(photos):
-        if i:   # the previous photo's maps go first, so the wait is for this photo's
-            page.locator("[data-testid=stFileUploaderDeleteBtn] button").first.click()
-            caption.first.wait_for(state="detached")
+    for photo in photos:
+        before = page.evaluate(PHOTO_SRC_JS)   # the boxed photo shown (None at first): this photo's replaces it
+
+        def shown(before=before):
+            page.wait_for_function(f"(b) => {{ const s = ({PHOTO_SRC_JS})(); return s && s !== b; }}", arg=before)
+            caption.first.wait_for()
             wait_fully_drawn(page)
         out.append(timed(lambda p=photo: upload.set_input_files(str(p)), shown))
     return out

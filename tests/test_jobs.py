@@ -287,3 +287,39 @@ def test_gpus_all_starts_one_worker_per_gpu_that_share_the_queue(db, tiny, procs
     assert [w.device for w in out["workers"]] == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     assert out["trained"] == len(ids)
     assert all(store.get_run(r).status == RunStatus.FINISHED for r in ids)
+
+
+def test_a_worker_the_app_starts_leaves_a_core_to_the_app_on_a_small_cpu_machine(db, tiny, monkeypatch):
+    from fercore.jobs import worker
+    assert worker.app_worker_threads(cores=2, gpu=False) == 1
+    assert worker.app_worker_threads(cores=4, gpu=False) == 3
+    assert worker.app_worker_threads(cores=1, gpu=False) == 1, "one core: the worker still gets it"
+    assert worker.app_worker_threads(cores=16, gpu=False) is None, "cores to spare: torch's default"
+    assert worker.app_worker_threads(cores=2, gpu=True) is None, "training runs on the GPU"
+    started = []
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, args, **kwargs):
+            started.append(args)
+    monkeypatch.setattr(worker.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(worker, "app_worker_threads", lambda: 1)
+    store = RunStore(db)
+    queue(store, tiny)
+    assert ensure_worker(store)
+    assert started[0][-3:] == ["worker", "--threads", "1"]
+
+
+def test_worker_threads_sets_the_training_threads_and_refuses_zero(db, capsys):
+    import torch
+
+    from fercore.cli import main
+    before = torch.get_num_threads()
+    try:
+        assert main(["--db", db, "worker", "--once", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["--db", db, "worker", "--once", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err

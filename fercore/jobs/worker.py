@@ -81,12 +81,18 @@ run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handl
 
 # --- the worker ------------------------------------------------------------------------------------------
 def run_worker(store: RunStore, once: bool = False, device: str | None = None, poll_s: float = 2.0,
-               idle_exit_s: float | None = None, stall_minutes: float | None = None) -> int:
+               idle_exit_s: float | None = None, stall_minutes: float | None = None,
+               threads: int | None = None) -> int:
     """Claim and train queued runs until the queue is empty (once=True), a SIGTERM/SIGINT arrives, or
     the queue stayed empty for idle_exit_s seconds. Returns the number of runs trained. stall_minutes: the
-    watchdog's window (default: $FER_STALL_MINUTES, else STALL_MINUTES; 0 turns it off)."""
-    from fercore.train import device_name  # torch is imported only by code that trains
+    watchdog's window (default: $FER_STALL_MINUTES, else STALL_MINUTES; 0 turns it off). threads: the CPU
+    threads training may use (default: torch's, one per core)."""
+    import torch  # torch is imported only by code that trains
+
+    from fercore.train import device_name
     _log_to_stderr()
+    if threads:
+        torch.set_num_threads(threads)
     if idle_exit_s is None and os.environ.get(IDLE_EXIT_ENV):
         idle_exit_s = float(os.environ[IDLE_EXIT_ENV])
     dev = worker_device(device)
@@ -502,6 +508,22 @@ def _lock_is_fresh(lock: Path) -> bool:
     return not text.isdigit() or pid_alive(int(text))   # empty: the spawner is writing it right now
 
 
+SMALL_MACHINE_CORES = 4   # at most this many cores and no GPU: a worker the app starts leaves one core to the app
+
+
+def app_worker_threads(cores: int | None = None, gpu: bool | None = None) -> int | None:
+    """CPU threads for a worker the app starts: on a small machine without a GPU, all cores but one, so that the
+    app stays responsive (pages, face detection, explanations) while the worker trains; None (torch's default,
+    every core) where training runs on a GPU or the machine has cores to spare."""
+    cores = cores or os.cpu_count() or 1
+    if gpu is None:
+        import torch
+        gpu = torch.cuda.is_available()
+    if gpu or cores > SMALL_MACHINE_CORES:
+        return None
+    return max(1, cores - 1)
+
+
 def _spawn_worker(store: RunStore) -> subprocess.Popen:
     env = dict(os.environ)   # FER_* settings (cache folder, artifacts) travel with it
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -512,7 +534,9 @@ def _spawn_worker(store: RunStore) -> subprocess.Popen:
     detach = ({"start_new_session": True} if os.name == "posix" else
               {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP})
     try:
-        return subprocess.Popen([sys.executable, "-m", "fercore", "worker"], cwd=REPO_ROOT,
+        threads = app_worker_threads()
+        return subprocess.Popen([sys.executable, "-m", "fercore", "worker",
+                                 *(["--threads", str(threads)] if threads else [])], cwd=REPO_ROOT,
                                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **detach)
     finally:
         out.close()   # the child keeps its own copy of the file descriptor
