@@ -6,8 +6,8 @@ Where the speed comes from (measured by `python -m fercore bench`, which runs th
   processes, no per-image PIL: on a GPU this is what leaves the textbook loop several times behind.
 - channels_last memory layout: 1.26x for a one-conv-per-block CNN on this project's 2-core AMD machine
   (415 vs 329 images/s), and faster convolutions on GPUs. `fercore bench --preset cpu-starter --fraction 0.25
-  --epochs 1` there (fp32, no native bf16): lab 169 images/s, plain in-memory fp32 loop 144 (1.17x),
-  textbook DataLoader loop 137 (1.23x), textbook with channels_last 156.
+  --epochs 1` there (the 24-64-128-320 starter network, fp32, no native bf16): lab 187 images/s, plain
+  in-memory fp32 loop 168 (1.11x), textbook DataLoader loop 159 (1.18x), textbook with channels_last 172.
 - Mixed precision: bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX-512 BF16 / AMX,
   ~1.8x measured on such a CPU). On a CPU without it bf16 is emulated and ~10x SLOWER (measured 41 vs
   408 images/s here), so the loop detects the instruction set and stays fp32 there.

@@ -47,8 +47,6 @@ with right:
 if upload is None:
     st.info("Upload a photo (JPEG, PNG or WebP) or switch on the webcam. Faces are found automatically; "
             "a tight face crop works too.")
-    if chosen:
-        classify.warm_up(tuple(chosen), tuple(str(by_id[i].checkpoint) for i in chosen), method)
     st.stop()
 if not chosen:
     st.warning("Pick at least one model above.")

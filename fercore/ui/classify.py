@@ -78,17 +78,3 @@ def overlay_colours(n: int = 11) -> np.ndarray:
     ramp = np.linspace(0, 255, n).astype(np.uint8)[None, :]
     return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[0]
 
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def warm_up(run_ids: tuple[int, ...], checkpoints: tuple[str, ...], method: str) -> None:
-    """Before the first upload (the page is already drawn): load the chosen runs' networks and both face
-    detectors, and run scoring and the chosen attribution once on a blank face, so that the first photo of a
-    server is answered as fast as the next. Once per server for a set of runs and a method."""
-    from fercore.predict.faces import find_faces
-    find_faces(Image.new("RGB", (256, 256), (128, 128, 128)))   # loads the frontal and profile cascades
-    face = np.full((48, 48), 128, np.uint8)
-    for run_id, checkpoint in zip(run_ids, checkpoints):
-        from fercore.ui import state
-        pred = state._predictor(state.db_url(), run_id, checkpoint)
-        scores(pred, face[None])
-        explain(run_id, checkpoint, face, 0, method)
