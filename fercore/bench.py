@@ -26,7 +26,7 @@ import torch
 
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
-from fercore.presets import preset_config
+from fercore.presets import device_preset, preset_config
 from fercore.train import Recorder, cpu_has_bf16, device_name, fit, pick_device
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -153,7 +153,7 @@ def csv_import_seconds(ds: FERDataset) -> dict:
 def bench_config(preset: str | None, device: torch.device, batch_size: int, epochs: int, fraction: float,
                  quick: bool) -> RunConfig:
     """The preset's network and augmentation (default: the CPU starter on a CPU, the lab's recipe on a GPU)."""
-    name = preset or ("cpu-starter" if device.type == "cpu" else "default")
+    name = preset or device_preset(device.type != "cpu")
     changes = dict(batch_size=batch_size, epochs=epochs, data_fraction=fraction, tta="none", optimizer="adam",
                    lr=1e-3, schedule="constant")
     if quick:
@@ -203,7 +203,7 @@ def precision_parity(epochs: int = 3, data: str | None = None, device: str | Non
     the training images, once in fp32 and once in bf16: val accuracy, loss and speed of each."""
     dev = pick_device(device)
     ds = bench_dataset(data, quick)
-    name = preset or ("cpu-starter" if dev.type == "cpu" else "default")
+    name = preset or device_preset(dev.type != "cpu")
     changes = dict(epochs=epochs, data_fraction=fraction, tta="none")
     if quick:
         changes.update(conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(16,), batch_size=32)

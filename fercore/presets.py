@@ -92,3 +92,8 @@ def preset_config(name: str, **overrides) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"There is no preset named {name!r}; choose one of {', '.join(PRESETS)}.")
     return RunConfig.from_dict({**PRESETS[name]["config"], "preset": name, **overrides})
+
+
+def device_preset(on_gpu: bool) -> str:
+    """The lab's recipe for a machine: `default` where a GPU trains, the starter's `cpu-starter` on a CPU."""
+    return "default" if on_gpu else "cpu-starter"

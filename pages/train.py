@@ -8,7 +8,7 @@ from fercore import fmt
 from fercore.data import require
 from fercore.errors import ConfigError
 from fercore.jobs import worker
-from fercore.presets import PRESETS
+from fercore.presets import PRESETS, device_preset
 from fercore.store.entities import RunStatus
 from fercore.ui import form, state, weights_panel
 
@@ -17,7 +17,7 @@ st.title("Train a model")
 store = state.get_store()
 datasets_info = store.list_datasets()
 on_gpu = state.has_gpu()
-START_PRESET = form.device_preset(on_gpu)   # the lab's default recipe on a GPU, the starter's on a CPU
+START_PRESET = device_preset(on_gpu)   # the lab's default recipe on a GPU, the starter's on a CPU
 
 
 def apply_preset() -> None:

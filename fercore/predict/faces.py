@@ -186,18 +186,20 @@ def _profile_cascade_path() -> Path | None:
 @functools.lru_cache(maxsize=1)
 def _detector():
     """A loaded classifier, or None when this OpenCV cannot detect faces. It also starts the pool below."""
-    detector = _new_detector()
-    if detector is not None:
-        _idle_detectors.put(detector)
-    return detector
+    return _first_into(_idle_detectors, _new_detector)
 
 
 @functools.lru_cache(maxsize=1)
 def _profile_detector():
     """A loaded profile-face classifier, or None when this OpenCV ships none (then frontal faces only)."""
-    detector = _new_profile_detector()
+    return _first_into(_idle_profile_detectors, _new_profile_detector)
+
+
+def _first_into(pool, load):
+    """Load one classifier and put it in its pool (None when it cannot be loaded)."""
+    detector = load()
     if detector is not None:
-        _idle_profile_detectors.put(detector)
+        pool.put(detector)
     return detector
 
 

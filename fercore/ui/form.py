@@ -55,11 +55,6 @@ def load_config(config: RunConfig) -> None:
         st.session_state[f"cfg_{name}"] = v
 
 
-def device_preset(on_gpu: bool) -> str:
-    """The recipe a new run starts from on this machine: the lab's default on a GPU, the starter's on a CPU."""
-    return "default" if on_gpu else "cpu-starter"
-
-
 def preset_choices(first: str) -> list[str]:
     """The preset picker's options with this machine's recipe first (after the plain settings)."""
     return [NO_PRESET, first, *(p for p in PRESETS if p != first)]
