@@ -80,3 +80,8 @@ def cli_env() -> dict:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: browser, PostgreSQL, load, fuzz or long-training tests; "
+                                       "`python -m pytest -m 'not slow'` is the inner loop")
