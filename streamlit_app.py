@@ -24,29 +24,28 @@ PAGES = [
 @st.fragment(run_every=5)
 def queue_status() -> None:
     """The queue in one line; reaps runs whose worker died and starts a worker for queued runs."""
-    from fercore.jobs import worker
+    from fercore.jobs import liveness, spawn
     store = state.get_store()
     with state.shown_errors("Checking the workers"):
-        worker.reap(store)
-        if state.autostart_worker():
-            worker.ensure_worker(store)
-        ws = worker.worker_status(store)
+        liveness.reap(store)
+        spawn.ensure_worker(store)   # it decides (FER_AUTOSTART_WORKER) and does nothing when it may not
+        ws = liveness.worker_status(store)
         st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
 
 
 @st.fragment(run_every=5)
 def workers() -> None:
     """Which workers are alive, where and on what (for the instructor)."""
-    from fercore.jobs import worker
+    from fercore.jobs import liveness, spawn
     with state.shown_errors("Checking the workers"):
-        alive = worker.worker_status(state.get_store())["alive"]
+        alive = liveness.worker_status(state.get_store())["alive"]
         if alive:
             st.markdown(f":green[●] **{len(alive)} worker{'s' if len(alive) > 1 else ''} running**")
             st.caption("  \n".join(f"pid {w.pid} on {w.host}, {w.device or 'cpu'}, {w.status}"
                                     + (f" (run {w.current_run})" if w.current_run else "") for w in alive))
         else:
             st.markdown(":gray[○] **No worker running**" + (" (one starts when a run is queued)"
-                                                           if state.autostart_worker() else
+                                                           if spawn.autostart_enabled() else
                                                            " (start one with `python -m fercore worker`)"))
 
 

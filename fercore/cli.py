@@ -120,16 +120,12 @@ def cmd_train(args, store):
     require_weights([config])   # a worker never downloads: refuse now rather than fail later
     if args.queue:
         run = store.create_run(config, status=RunStatus.QUEUED)
-        from fercore.jobs.worker import ensure_worker
-        if not args.no_worker:
-            ensure_worker(store)
-        return _brief(run), f"Queued run {run.label}; a worker will train it."
+        from fercore.jobs.spawn import ensure_worker
+        started = ensure_worker(store, allowed=not args.no_worker)
+        return {**_brief(run), "worker": started.why}, f"Queued run {run.label}. {started.sentence()}"
     from fercore.jobs.execute import execute_run
-    from fercore.jobs.worker import heartbeat_while
     run = store.create_run(config, status=RunStatus.RUNNING)
-    store.update_run(run.id, attempts=1)   # its first attempt, as a worker's claim counts one (see reap)
-    with heartbeat_while(store, run.id):   # so the app never mistakes a foreground run for a dead one
-        run = execute_run(store, run.id, device=args.device)
+    run = execute_run(store, run.id, device=args.device)   # with a lease and a heartbeat of its own; Ctrl-C cancels
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")
     out = {**_brief(run), "error": run.error, "accuracy": run.accuracy,
@@ -147,7 +143,7 @@ def cmd_worker(args, store):
     if args.gpus:
         if args.device:
             raise UserError("Give either --gpus (one worker per GPU) or --device (one worker), not both.")
-        from fercore.worker_pool import describe, run_worker_per_gpu
+        from fercore.jobs.pool import describe, run_worker_per_gpu
         res = run_worker_per_gpu(store, args.gpus, once=args.once, idle_exit_s=args.idle_exit)
         return res, describe(res)
     from fercore.jobs.worker import run_worker
@@ -181,7 +177,7 @@ def cmd_runs_show(args, store):
 
 @command("runs cancel")
 def cmd_runs_cancel(args, store):
-    from fercore.jobs.worker import cancel_runs
+    from fercore.jobs.policy import cancel_runs
     [run] = cancel_runs(store, [args.run])
     msg = {RunStatus.CANCELLED: "Cancelled.",
            RunStatus.RUNNING: "Cancel requested; the worker stops it within a batch or two."}
@@ -190,11 +186,12 @@ def cmd_runs_cancel(args, store):
 
 @command("runs resume")
 def cmd_runs_resume(args, store):
-    from fercore.jobs.worker import ensure_worker, resume_run
+    from fercore.jobs.policy import resume_run
+    from fercore.jobs.spawn import ensure_worker
     run = resume_run(store, args.run)
-    if not args.no_worker:
-        ensure_worker(store)
-    return _brief(run), f"Run {run.label} queued to resume after its last finished epoch."
+    started = ensure_worker(store, allowed=not args.no_worker)
+    return ({**_brief(run), "worker": started.why},
+            f"Run {run.label} queued to resume after its last finished epoch. {started.sentence()}")
 
 
 @command("runs delete")
@@ -310,12 +307,11 @@ def cmd_lesson_start(args, store):
     from fercore.teach.lessons import start_lesson
     runs = start_lesson(store, args.name, data=args.data, epochs=args.epochs, fraction=args.fraction)
     est = estimate_runs([r.config for r in runs], store)
-    if not args.no_worker:
-        from fercore.jobs.worker import ensure_worker
-        ensure_worker(store)
+    from fercore.jobs.spawn import ensure_worker
+    started = ensure_worker(store, allowed=not args.no_worker)
     return ([_brief(r) for r in runs],
             f"Queued {len(runs)} runs of lesson {args.name}: about {fmt.duration(est['seconds_cpu'])} on a CPU, "
-            f"{fmt.duration(est['seconds_gpu'])} on a GPU (a rough estimate).")
+            f"{fmt.duration(est['seconds_gpu'])} on a GPU (a rough estimate). {started.sentence(len(runs))}")
 
 
 @command("sweep start")
@@ -324,10 +320,10 @@ def cmd_sweep_start(args, store):
     space = json.loads(args.space) if args.space else {}
     sweep = start_sweep(store, config_from_args(args), space, method=args.method, trials=args.trials,
                         name=args.sweep_name)
-    if not args.no_worker:
-        from fercore.jobs.worker import ensure_worker
-        ensure_worker(store)
-    return sweep, f"Sweep {sweep['name']}: {len(sweep['runs'])} run(s) queued."
+    from fercore.jobs.spawn import ensure_worker
+    started = ensure_worker(store, allowed=not args.no_worker)
+    return ({**sweep, "worker": started.why},
+            f"Sweep {sweep['name']}: {len(sweep['runs'])} run(s) queued. {started.sentence(len(sweep['runs']))}")
 
 
 # --- pretrained weights ----------------------------------------------------------------------------------

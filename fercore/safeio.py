@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 
@@ -47,17 +47,22 @@ def replace_durably(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, guard=None):
     """Yield a temporary path next to `path` (same suffix, so writers that pick a format by the name still
     do); when the block ends without an error, the file written there replaces `path` durably. On an error
-    (a full disk, a failing writer) nothing changes at `path` and no temporary file is left."""
+    (a full disk, a failing writer) nothing changes at `path` and no temporary file is left. `guard`: a context
+    manager factory the rename runs inside (a worker's lease: the file lands only while it owns the run); each
+    call has a temporary name of its own, so two writers never share one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
-        replace_durably(tmp, path)
+        fsync_file(tmp)
+        with guard() if guard else nullcontext():
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fercore import fmt
 from fercore.config import EMOTIONS, RunConfig
-from fercore.jobs import worker
+from fercore.jobs import spawn
 from fercore.store.entities import RunStatus
 from fercore.ui import figures, form, state, tables, weights_panel
 
@@ -22,9 +22,7 @@ datasets = [d.name for d in store.list_datasets()]
 
 
 def start_worker() -> str:
-    if state.autostart_worker() and worker.ensure_worker(store):
-        return " A worker was started to train them."
-    return ""
+    return " " + spawn.ensure_worker(store).sentence(runs=2)
 
 
 # --- options shared by every lesson (kept while the user visits other pages) ---------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import fmt
-from fercore.jobs import worker
+from fercore.jobs import policy, spawn
 from fercore.store.entities import RunStatus
 from fercore.ui import figures, state, tables
 
@@ -117,7 +117,7 @@ def selection_actions(selected: list[int], by_id: dict) -> None:
     active = [i for i in selected if by_id[i].status.active]
     if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
         with state.shown_errors("Cancelling runs"):
-            worker.cancel_runs(store, active)
+            policy.cancel_runs(store, active)
             st.rerun(scope="fragment")
     if not allowed:
         st.caption(state.LOCKED_NOTE)
@@ -141,13 +141,11 @@ def run_detail() -> None:
     run = store.get_run(rid, epochs=True)
     if run.error:
         st.error(f"{run.name} {run.status}: {run.error}")
-    from fercore.jobs.execute import can_resume
-    if can_resume(store, run) and st.button(f"Resume {run.name} from its last finished epoch", key="resume_run",
+    if policy.can_resume(store, run) and st.button(f"Resume {run.name} from its last finished epoch", key="resume_run",
                                             disabled=not state.may_manage_runs()):
         with state.shown_errors("Resuming the run"):
-            worker.resume_run(store, run.id)
-            if state.autostart_worker():
-                worker.ensure_worker(store)
+            policy.resume_run(store, run.id)
+            st.toast(f"{run.name} queued to resume. {spawn.ensure_worker(store).sentence()}")
             st.rerun()
     diagnosis(run)
     if run.epochs and run.status != RunStatus.RUNNING:   # a running run's curves are live above

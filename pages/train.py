@@ -7,7 +7,7 @@ import streamlit as st
 from fercore import fmt
 from fercore.data import require
 from fercore.errors import ConfigError
-from fercore.jobs import worker
+from fercore.jobs import policy, spawn
 from fercore.presets import PRESETS, device_preset
 from fercore.store.entities import RunStatus
 from fercore.ui import form, state, weights_panel
@@ -67,9 +67,7 @@ with right:
         with state.shown_errors("Queueing the run"):
             require(config.data, store)
             run = store.create_run(config, status=RunStatus.QUEUED)
-            started = worker.ensure_worker(store) if state.autostart_worker() else False
-            st.success(f"Queued run {run.id} ({run.name})." + (" A worker was started to train it." if started
-                                                                      else ""))
+            st.success(f"Queued run {run.id} ({run.name}). {spawn.ensure_worker(store).sentence()}")
 with st.expander("Pretrained weights (ImageNet files for transfer learning)", expanded=bool(missing)):
     weights_panel.weights_panel()
 
@@ -99,7 +97,7 @@ def queue() -> None:
         else:
             b.caption("waiting for a worker")
         if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):
-            worker.cancel_runs(store, [r.id])
+            policy.cancel_runs(store, [r.id])
             st.rerun(scope="fragment")
     if active and not allowed:
         st.caption(state.LOCKED_NOTE)

@@ -5,122 +5,169 @@ fit() with a recorder that writes every epoch to the store as it finishes and sa
 state after it (`resume.pt`, atomically), save the checkpoint chosen on val, store the evaluations, and
 turn every failure into a status with a plain reason (the traceback goes to the run's log only).
 
-A run that stopped early (its worker died, it was cancelled, the machine rebooted) keeps `resume.pt`;
-executing it again continues after its last finished epoch, and the epochs after that one are redone.
+Every write is made under the lease of the attempt (lease.Attempt): a write after another attempt took the run is
+refused by the store (LeaseLost), and the attempt stops there, writing nothing more. Files are written under a
+temporary name of their own and renamed into place only while the lease holds (store.holding_lease).
+
+A run that stopped early (its worker died or was stopped, it was cancelled, the machine rebooted) keeps
+`resume.pt`; executing it again continues after its last finished epoch, and the epochs after that one are
+redone, unless its dataset changed since, which it refuses with a sentence (policy.changed_dataset).
 """
 from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
+from contextlib import nullcontext
 
 import torch
 
 from fercore.data import resolve
-from fercore.errors import is_user_error, user_message
+from fercore.errors import DataError, is_user_error, user_message
+from fercore.jobs.lease import Attempt, Cause, Interrupted
+from fercore.jobs.liveness import heartbeat_while
+from fercore.jobs.policy import RESUME_FILE, changed_dataset, end_interrupted, resume_path
 from fercore.jobs.runfile import probs_to_file, save_checkpoint
 from fercore.safeio import atomic_path
-from fercore.store import Run, RunStatus, RunStore
+from fercore.store import LeaseLost, Run, RunStatus, RunStore
 from fercore.train import Cancelled, Recorder, device_name, fit, pick_device
 
 log = logging.getLogger("fercore.runner")
-RESUME_FILE = "resume.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def resume_path(store: RunStore, run_id: int) -> Path:
-    return store.run_dir(run_id, create=False) / RESUME_FILE
-
-
-def can_resume(store: RunStore, run: Run) -> bool:
-    return run.status.resumable and resume_path(store, run.id).is_file()
+CTRL_C_IN_FOREGROUND = "stopped with Ctrl-C; the finished epochs are kept and `runs resume` continues it"
 
 
 class StoreRecorder(Recorder):
-    """Writes progress, epochs, evaluations and the resumable state of one run as they happen."""
+    """Writes the epochs, evaluations and the resumable state of one attempt at a run as they happen, each under
+    its lease; hands live progress to the heartbeat, which writes it off the training thread."""
 
-    def __init__(self, store: RunStore, run_id: int, logger: logging.Logger | None = None):
-        self.store, self.run_id, self.log = store, run_id, logger or log
+    def __init__(self, store: RunStore, attempt: Attempt, logger: logging.Logger | None = None):
+        self.store, self.attempt, self.run_id, self.log = store, attempt, attempt.run_id, logger or log
 
     def on_start(self, info: dict) -> None:
-        self.store.update_run(self.run_id, device=info["device"], n_params=info.get("n_params"),
-                              classes=info["classes"], dataset_fingerprint=info.get("fingerprint"),
+        self.store.update_run(self.run_id, lease=self.attempt.token, device=info["device"],
+                              n_params=info.get("n_params"), classes=info["classes"],
+                              dataset_fingerprint=info.get("fingerprint"),
                               progress={"phase": "training", "n_train": info["n_train"], "n_val": info["n_val"],
                                         "n_test": info["n_test"]})
         self.log.info("training on %s: %d train / %d val / %d test images, %s parameters", info["device"],
                       info["n_train"], info["n_val"], info["n_test"], info.get("n_params"))
 
     def on_batch(self, progress: dict) -> bool:
-        return self.store.set_progress(self.run_id, {"phase": "training", **progress})
+        self.attempt.hand_progress({"phase": "training", **progress})
+        return self.attempt.check()
 
     def on_epoch(self, rec: dict) -> None:
-        self.store.add_epoch(self.run_id, rec)
+        self.store.add_epoch(self.run_id, rec, lease=self.attempt.token)
         self.log.info("epoch %d: train loss %s acc %s, val loss %s acc %s, %.1fs", rec["epoch"],
                       _fmt(rec["train_loss"]), _fmt(rec["train_acc"]), _fmt(rec["val_loss"]),
                       _fmt(rec["val_acc"]), rec["seconds"])
 
     def on_checkpoint(self, state: dict) -> None:
         # written after the epoch's row: a crash between the two redoes that epoch, and its row is replaced
-        with atomic_path(self.store.run_dir(self.run_id) / RESUME_FILE) as tmp:
+        with atomic_path(self.store.run_dir(self.run_id) / RESUME_FILE, guard=self.holding) as tmp:
             torch.save(state, tmp)
 
     def on_evaluation(self, split: str, ev: dict) -> None:
         self.log.info("%s accuracy %.4f on %d images (tta %s)", split, ev["accuracy"], ev["n"], ev["tta"])
 
+    def holding(self):
+        return self.store.holding_lease(self.run_id, self.attempt.token)
 
-def execute_run(store: RunStore, run_id: int, device: str | None = None,
-                logger: logging.Logger | None = None) -> Run:
-    """Train (or resume) a run that is already marked `running`. Returns the final run; never raises for a
-    problem with the run itself (that becomes its status and error)."""
+
+def execute_run(store: RunStore, run_id: int, device: str | None = None, logger: logging.Logger | None = None,
+                attempt: Attempt | None = None, ctrl_c: Cause = Cause.OWNER) -> Run:
+    """Train (or resume) a run that is already marked `running`. `attempt`: the lease a worker's claim gave it
+    (its heartbeat keeps it); without one the run is taken in the foreground, with a heartbeat of its own.
+    `ctrl_c`: what a KeyboardInterrupt means (the owner's Ctrl-C on `train`; a worker passes WORKER_STOPPED and
+    gets it raised again). Returns the final run; never raises for a problem with the run itself (that becomes
+    its status and error)."""
     logger = logger or log
-    run = store.get_run(run_id)
-    try:
-        dataset = resolve(run.config.data, store)
-        dev = pick_device(device)
-        state = load_resume_state(store, run_id, logger)
-        store.update_run(run_id, device=device_name(dev), dataset=run.config.data)
-        result = fit(run.config, dataset, StoreRecorder(store, run_id, logger), dev, resume=state)
-        finish(store, run, result)
-    except Cancelled:
-        store.set_status(run_id, RunStatus.CANCELLED, "cancelled by its owner; the finished epochs are kept and "
-                                                      "`runs resume` continues it")
-    except Exception as e:   # noqa: BLE001 - every failure becomes the run's status with a sentence
-        if not is_user_error(e):
-            logger.error("unexpected error:\n%s", traceback.format_exc())
-        reason = user_message(e)
-        if not is_user_error(e) and type(e).__name__ != "OutOfMemoryError":
-            reason = f"Training stopped on an unexpected error: {reason}"
-        logger.error("run failed: %s", reason)
-        store.set_status(run_id, RunStatus.FAILED, f"{reason} The finished epochs are kept.")
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    beat = nullcontext()
+    if attempt is None:
+        attempt = Attempt(run_id, store.start_in_foreground(run_id).lease_token)
+        beat = heartbeat_while(store, attempt)
+    with beat:
+        try:
+            _train(store, store.get_run(run_id), device, logger, attempt)
+        except LeaseLost as e:
+            logger.warning("%s; stopping (fenced writes refused in this process: %d)", e, store.refused_writes)
+            log.warning("%s; stopping", e)
+        except Cancelled:
+            end_interrupted(store, run_id, Cause.OWNER, lease=attempt.token)
+        except Interrupted as e:
+            _end(store, run_id, e.cause, attempt, logger)
+        except KeyboardInterrupt:
+            _end(store, run_id, ctrl_c, attempt, logger, CTRL_C_IN_FOREGROUND if ctrl_c == Cause.OWNER else None)
+            if ctrl_c != Cause.OWNER:
+                raise
+        except Exception as e:   # noqa: BLE001 - every failure becomes the run's status with a sentence
+            _fail(store, run_id, e, attempt, logger)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return store.get_run(run_id)
 
 
-def load_resume_state(store: RunStore, run_id: int, logger: logging.Logger) -> dict | None:
+def _train(store: RunStore, run: Run, device: str | None, logger: logging.Logger, attempt: Attempt) -> None:
+    dataset = resolve(run.config.data, store)
+    dev = pick_device(device)
+    state = load_resume_state(store, run, logger, attempt)
+    if state is not None and (sentence := changed_dataset(run, dataset.fingerprint())):
+        raise DataError(sentence)
+    store.update_run(run.id, lease=attempt.token, device=device_name(dev), dataset=run.config.data)
+    result = fit(run.config, dataset, StoreRecorder(store, attempt, logger), dev, resume=state)
+    finish(store, run, result, attempt)
+
+
+def _end(store: RunStore, run_id: int, cause: Cause, attempt: Attempt, logger: logging.Logger,
+         detail: str | None = None) -> None:
+    try:
+        run = end_interrupted(store, run_id, cause, lease=attempt.token, detail=detail)
+        logger.info("run %d stopped (%s): now %s", run_id, cause, run.status)
+    except LeaseLost as e:
+        logger.warning("%s; stopping", e)
+
+
+def _fail(store: RunStore, run_id: int, e: Exception, attempt: Attempt, logger: logging.Logger) -> None:
+    if not is_user_error(e):
+        logger.error("unexpected error:\n%s", traceback.format_exc())
+    reason = user_message(e)
+    if not is_user_error(e) and type(e).__name__ != "OutOfMemoryError":
+        reason = f"Training stopped on an unexpected error: {reason}"
+    logger.error("run failed: %s", reason)
+    try:
+        store.set_status(run_id, RunStatus.FAILED, f"{reason} The finished epochs are kept.", lease=attempt.token)
+    except LeaseLost as lost:
+        logger.warning("%s; stopping", lost)
+
+
+def load_resume_state(store: RunStore, run: Run, logger: logging.Logger, attempt: Attempt) -> dict | None:
     """The loop state saved after the run's last finished epoch, if any; the epoch rows after it are dropped
-    (they are redone)."""
-    path = resume_path(store, run_id)
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    store.truncate_epochs(run_id, after=int(state["epoch"]))
-    logger.info("resuming after epoch %d", state["epoch"])
+    (they are redone; all of them when there is no state, as after a crash inside the first epoch)."""
+    path = resume_path(store, run.id)
+    state = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    store.truncate_epochs(run.id, after=int(state["epoch"]) if state else 0, lease=attempt.token)
+    if state:
+        logger.info("resuming after epoch %d", state["epoch"])
     return state
 
 
-def finish(store: RunStore, run: Run, result) -> None:
-    """Save the chosen checkpoint and the evaluations, mark the run finished, and drop its resume state."""
-    folder = store.run_dir(run.id)
+def finish(store: RunStore, run: Run, result, attempt: Attempt) -> None:
+    """Save the chosen checkpoint and the evaluations, mark the run finished, and drop its resume state; each
+    file lands and each row is written only while the attempt holds the run."""
+    folder, lease = store.run_dir(run.id), attempt.token
+
+    def holding():
+        return store.holding_lease(run.id, lease)
+
     ckpt = folder / CHECKPOINT_FILE
-    save_checkpoint(ckpt, result.model, run.config, result.classes, result.mean, result.std)
+    with atomic_path(ckpt, guard=holding) as tmp:
+        save_checkpoint(tmp, result.model, run.config, result.classes, result.mean, result.std)
     for split, ev in result.evaluations.items():
-        ev["probs_path"] = probs_to_file(folder / f"probs_{split}.npy", result.probs[split])
-        store.add_evaluation(run.id, ev, split=split, dataset=run.config.data)
-    store.update_run(run.id, checkpoint=str(ckpt), progress={"phase": "done", "best_epoch": result.best_epoch,
-                                                             "stopped_early": result.stopped_early})
-    store.set_status(run.id, RunStatus.FINISHED)
+        ev["probs_path"] = probs_to_file(folder / f"probs_{split}.npy", result.probs[split], guard=holding)
+    store.finish_run(run.id, result.evaluations, run.config.data, lease, checkpoint=str(ckpt),
+                     progress={"phase": "done", "best_epoch": result.best_epoch,
+                               "stopped_early": result.stopped_early})
     (folder / RESUME_FILE).unlink(missing_ok=True)   # a finished run keeps only its final checkpoint
 
 

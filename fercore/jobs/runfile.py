@@ -104,7 +104,7 @@ def ensure_starter(store) -> Run | None:
         raise
 
 
-def probs_to_file(path: Path, probs: np.ndarray) -> str:
-    with atomic_path(path) as tmp:
+def probs_to_file(path: Path, probs: np.ndarray, guard=None) -> str:
+    with atomic_path(path, guard=guard) as tmp:
         np.save(tmp, probs.astype(np.float16))
     return str(path)

@@ -11,16 +11,57 @@ beyond "another SQLAlchemy URL" is here:
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
+import time
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, func, text
 from sqlalchemy.exc import OperationalError
 
 from fercore.errors import UserError
 
 _INF = "\x00fer-inf\x00"   # placeholders no real value contains (PostgreSQL text cannot hold NUL at all)
 _NEG_INF = "\x00fer-neg-inf\x00"
+
+
+CLOCK_SKEW_ENV = "FER_CLOCK_SKEW_S"   # a test hook: shifts this process's own clock (the chaos test skews a host)
+
+
+def now() -> datetime:
+    """This process's clock as naive UTC, for the times a run records (created, finished). Whether a lease expired
+    or a worker is alive is never judged by it, only by the database's clock (db_now), so that hosts whose clocks
+    differ agree on it; $FER_CLOCK_SKEW_S shifts it, so a test can prove that."""
+    skew = float(os.environ.get(CLOCK_SKEW_ENV) or 0)
+    return datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=skew)
+
+
+def db_now(dialect: str, plus_s: float = 0.0):
+    """The database server's clock as naive UTC (how every time is stored), `plus_s` seconds ahead: one clock for
+    every host that shares the database. SQLite's is the clock of the machine that holds the file, written in the
+    text form SQLAlchemy writes (so the two compare as text)."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f000", "now", f"{plus_s:+.3f} seconds", type_=DateTime)
+    return func.timezone("UTC", func.now(), type_=DateTime) + func.make_interval(0, 0, 0, 0, 0, 0, plus_s)
+
+
+def retry_locked(fn):
+    """Retry a store call when SQLite says the database is locked (another process is writing), or
+    PostgreSQL broke a deadlock between two transactions by aborting ours."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        delay = 0.05
+        for attempt in range(12):
+            try:
+                return fn(*a, **kw)
+            except OperationalError as e:
+                if not any(w in str(e).lower() for w in ("locked", "busy", "deadlock detected")) or attempt == 11:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    return wrapper
 
 
 def normalize_url(url: str) -> str:

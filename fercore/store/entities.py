@@ -89,6 +89,7 @@ class Run:
     n_params: int | None = None
     summary: dict = field(default_factory=dict)   # best/last/min of each metric over the epochs
     attempts: int = 0                             # how many times a worker started or resumed it
+    lease_token: int = 0                          # the attempt that holds it (store/queue.py)
     test: Evaluation | None = None
     val: Evaluation | None = None
     epochs: tuple[dict, ...] | None = None        # only when asked for

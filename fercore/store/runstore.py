@@ -3,18 +3,19 @@
 SQLite by default (WAL, busy timeout, short transactions, retries on "database is locked");
 PostgreSQL for a department (`postgresql://...`; what differs is in dialects.py). Files (dataset arrays,
 checkpoints, logs, probabilities) live under an artifact root: $FER_ARTIFACTS (a folder every machine
-mounts at the same path), else `<db stem>_artifacts` next to an SQLite file (`fer_artifacts` in the
-working directory for a server database).
+mounts at the same path), else `<db stem>_artifacts` next to an SQLite file, else, for a server database,
+`fer_artifacts/<database name>-<its id>` in the working directory (the id is stored in the database, so two
+databases of one server never share a folder; a database made before that keeps `fer_artifacts` itself).
+The queue's half (claims, leases, fenced writes, reaping) is queue.py.
 """
 from __future__ import annotations
 
-import functools
 import os
+import re
+import secrets
 import shutil
-import socket
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
@@ -25,17 +26,17 @@ from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.errors import DataError, NotFound
 from fercore.safeio import replace_durably
-from fercore.store.dialects import engine_options, normalize_url, unreachable
-from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
-from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow, WorkerRow
+from fercore.store.dialects import engine_options, normalize_url, now, retry_locked, unreachable
+from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus
+from fercore.store.queue import QueueStore
+from fercore.store.schema import SCHEMA_VERSION, Base, DatasetRow, EpochRow, EvaluationRow, Meta, RunRow
+
+SQLITE_BUSY_MS = 5000   # well inside a run's lease (queue.LEASE_S): a locked database never costs a live run its lease
+ARTIFACTS_KEY = "artifacts_folder"   # meta: this database's folder under fer_artifacts ("" = fer_artifacts itself)
 
 
 class TrialExists(ValueError):
     """Another process queued this sweep trial a moment earlier."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def default_db() -> str:
@@ -47,24 +48,7 @@ def _url(url_or_path: str) -> str:
         f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
 
 
-def retry_locked(fn):
-    """Retry a store call when SQLite says the database is locked (another process is writing), or
-    PostgreSQL broke a deadlock between two transactions by aborting ours."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        delay = 0.05
-        for attempt in range(12):
-            try:
-                return fn(*a, **kw)
-            except OperationalError as e:
-                if not any(w in str(e).lower() for w in ("locked", "busy", "deadlock detected")) or attempt == 11:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-    return wrapper
-
-
-class RunStore:
+class RunStore(QueueStore):
     def __init__(self, url_or_path: str | None = None, artifacts: str | Path | None = None):
         """`artifacts`: the artifact root, instead of $FER_ARTIFACTS or the default (`db copy --artifacts`)."""
         self.url = _url(url_or_path or default_db())
@@ -75,7 +59,7 @@ class RunStore:
             @event.listens_for(self.engine, "connect")
             def _pragmas(conn, _record):
                 cur = conn.cursor()
-                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
@@ -87,8 +71,7 @@ class RunStore:
                               else db_file.parent / (db_file.stem + "_artifacts"))
         else:
             self.db_path = self.engine.url.render_as_string(hide_password=True)
-            self.artifacts = Path(root or "fer_artifacts").expanduser().resolve()
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+            self.artifacts = Path(root).expanduser().resolve() if root else None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         try:
             self._migrate()
@@ -96,6 +79,30 @@ class RunStore:
             if self.is_sqlite or (sentence := unreachable(e, self.db_path)) is None:
                 raise
             raise sentence from None
+        if self.artifacts is None:
+            self.artifacts = (Path("fer_artifacts") / self._artifacts_folder()).expanduser().resolve()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+
+    @retry_locked
+    def _artifacts_folder(self) -> str:
+        """A server database's own folder under fer_artifacts: its name and a random id stored in it, made once.
+        A database that already has datasets or runs from before keeps the shared folder its files are in."""
+        with self._session() as s:
+            folder = s.scalar(select(Meta.value).where(Meta.key == ARTIFACTS_KEY))
+        if folder is not None:
+            return folder
+        with self._session() as s:
+            legacy = s.scalar(select(func.count()).select_from(RunRow)) or \
+                s.scalar(select(func.count()).select_from(DatasetRow))
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.engine.url.database or "db")
+        folder = "" if legacy else f"{name}-{secrets.token_hex(4)}"
+        try:
+            with self._session.begin() as s:
+                s.add(Meta(key=ARTIFACTS_KEY, value=folder))
+        except IntegrityError:   # another process made it a moment ago: use theirs
+            with self._session() as s:
+                folder = s.scalar(select(Meta.value).where(Meta.key == ARTIFACTS_KEY))
+        return folder
 
     # --- schema: created and upgraded in place ---------------------------------------------------
     def _migrate(self) -> None:
@@ -220,6 +227,7 @@ class RunStore:
                          summary={})
             if status == RunStatus.RUNNING:
                 row.started_at = row.heartbeat_at = row.progress_at = now()
+                row.lease_token = 0   # no attempt holds it yet: start_in_foreground gives it its first lease
             s.add(row)
             s.flush()
             if not row.name:
@@ -283,31 +291,49 @@ class RunStore:
                          .order_by(EvaluationRow.id.desc()).limit(1))
             return e.to_entity(full) if e else None
 
+    # Every write below takes `lease`: the token of the attempt that writes (a worker, or `train` in the
+    # foreground). With it, the write lands only while that attempt holds the run (queue.py's _fence), else
+    # LeaseLost; without it (an import, the owner, a test), it is unconditional.
     @retry_locked
-    def update_run(self, run_id: int, **values) -> None:
+    def update_run(self, run_id: int, lease: int | None = None, **values) -> None:
         if "config" in values and isinstance(values["config"], RunConfig):
             values["config"] = values["config"].to_dict()
         if "progress" in values:
-            values.setdefault("progress_at", now())
+            values.setdefault("progress_at", self._now())
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+            if lease is not None:
+                self._fence(s, run_id, lease, **values)
+            else:
+                s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
 
     @retry_locked
-    def set_status(self, run_id: int, status: RunStatus, error: str | None = None) -> None:
+    def set_status(self, run_id: int, status: RunStatus, error: str | None = None, lease: int | None = None,
+                   expect: RunStatus | None = None) -> bool:
+        """`expect`: change it only from that status (False if it was not). Queued again, a run loses its
+        worker, its lease's expiry and any cancel request."""
         status = RunStatus(status)
         values = {"status": str(status), "error": error}
         if status.final:
             values["finished_at"] = now()
         if status == RunStatus.QUEUED:   # started_at stays: a resumed run's time counts from its first start
-            values.update(worker_id=None, heartbeat_at=None, cancel_requested=False, finished_at=None)
+            values.update(worker_id=None, heartbeat_at=None, cancel_requested=False, finished_at=None,
+                          lease_expires_at=None)
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+            if lease is not None:
+                self._fence(s, run_id, lease, **values)
+                return True
+            q = update(RunRow).where(RunRow.id == run_id)
+            if expect is not None:
+                q = q.where(RunRow.status == str(expect))
+            return s.execute(q.values(**values)).rowcount == 1
 
     @retry_locked
-    def add_epoch(self, run_id: int, rec: dict) -> None:
+    def add_epoch(self, run_id: int, rec: dict, lease: int | None = None) -> None:
         cols = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s",
                 "grad_norms"}
         with self._session.begin() as s:
+            if lease is not None:
+                self._fence(s, run_id, lease)
             row = s.scalar(select(EpochRow).where(EpochRow.run_id == run_id, EpochRow.epoch == rec["epoch"]))
             if row is None:
                 row = EpochRow(run_id=run_id, epoch=rec["epoch"])
@@ -317,12 +343,14 @@ class RunStore:
             row.extra = {k: _clean(v) for k, v in rec.items() if k not in cols}
             run = s.get(RunRow, run_id)
             run.summary = _summary(run.summary or {}, rec)
-            run.heartbeat_at = run.progress_at = now()
+            run.progress_at = self._now()
 
     @retry_locked
-    def truncate_epochs(self, run_id: int, after: int) -> None:
+    def truncate_epochs(self, run_id: int, after: int, lease: int | None = None) -> None:
         """Drop the epoch rows after `after` (a resumed run redoes them) and recompute the run's summary."""
         with self._session.begin() as s:
+            if lease is not None:
+                self._fence(s, run_id, lease)
             s.execute(delete(EpochRow).where(EpochRow.run_id == run_id, EpochRow.epoch > after))
             summary: dict = {}
             for e in s.scalars(select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.epoch)):
@@ -330,39 +358,42 @@ class RunStore:
             run = s.get(RunRow, run_id)
             run.summary = summary
 
-    @retry_locked
-    def set_progress(self, run_id: int, progress: dict) -> bool:
-        """Store live progress and beat the heart; returns True if a cancel was requested."""
-        with self._session.begin() as s:
-            t = now()
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(progress=progress, heartbeat_at=t,
-                                                                        progress_at=t))
-            return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+    def set_progress(self, run_id: int, progress: dict) -> None:
+        """Live progress, unfenced (a worker's progress goes through its heartbeat: renew_lease)."""
+        self.update_run(run_id, progress=progress)
 
     @retry_locked
-    def add_evaluation(self, run_id: int, ev: dict, split: str = "test", dataset: str | None = None) -> None:
+    def add_evaluation(self, run_id: int, ev: dict, split: str = "test", dataset: str | None = None,
+                       lease: int | None = None) -> None:
         with self._session.begin() as s:
-            s.add(EvaluationRow(run_id=run_id, split=split, dataset=dataset, tta=ev.get("tta", "none"),
-                                accuracy=float(ev["accuracy"]), n=int(ev["n"]), classes=list(ev["classes"]),
-                                confusion=ev["confusion"], per_class=ev["per_class"],
-                                predictions=list(map(int, ev.get("predictions", []))),
-                                targets=list(map(int, ev.get("targets", []))),
-                                probs_path=ev.get("probs_path"), macro_f1=ev.get("macro_f1"), created_at=now()))
-            if split == "test":
-                run = s.get(RunRow, run_id)
-                run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}
+            if lease is not None:
+                self._fence(s, run_id, lease)
+            self._add_evaluation(s, run_id, ev, split, dataset)
 
     @retry_locked
-    def request_cancel(self, run: int | str) -> Run:
-        rid = self.resolve(run)
+    def finish_run(self, run_id: int, evaluations: dict[str, dict], dataset: str | None, lease: int | None,
+                   **values) -> None:
+        """A run's end in one transaction: its evaluations (split -> record), `values` (its checkpoint, its last
+        progress) and the status FINISHED; all of it or, when the lease is gone, none of it."""
         with self._session.begin() as s:
-            r = s.get(RunRow, rid)
-            if r.status == RunStatus.QUEUED:
-                r.status, r.finished_at, r.error = str(RunStatus.CANCELLED), now(), "cancelled before it started"
-            elif r.status == RunStatus.RUNNING:
-                r.cancel_requested = True
-            s.flush()
-            return self._runs(s, [r])[0]
+            if lease is not None:
+                self._fence(s, run_id, lease)
+            for split, ev in evaluations.items():
+                self._add_evaluation(s, run_id, ev, split, dataset)
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(
+                status=str(RunStatus.FINISHED), error=None, finished_at=now(), **values))
+
+    @staticmethod
+    def _add_evaluation(s: Session, run_id: int, ev: dict, split: str, dataset: str | None) -> None:
+        s.add(EvaluationRow(run_id=run_id, split=split, dataset=dataset, tta=ev.get("tta", "none"),
+                            accuracy=float(ev["accuracy"]), n=int(ev["n"]), classes=list(ev["classes"]),
+                            confusion=ev["confusion"], per_class=ev["per_class"],
+                            predictions=list(map(int, ev.get("predictions", []))),
+                            targets=list(map(int, ev.get("targets", []))),
+                            probs_path=ev.get("probs_path"), macro_f1=ev.get("macro_f1"), created_at=now()))
+        if split == "test":
+            run = s.get(RunRow, run_id)
+            run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}
 
     @retry_locked
     def delete_run(self, run: int | str) -> None:
@@ -383,89 +414,6 @@ class RunStore:
         with self._session() as s:
             rows = s.execute(select(RunRow.status, func.count()).group_by(RunRow.status)).all()
             return {st: 0 for st in RunStatus} | {RunStatus(k): int(v) for k, v in rows}
-
-    # --- the queue -------------------------------------------------------------------------------
-    @retry_locked
-    def claim_next_run(self, worker_id: int, device: str = "") -> Run | None:
-        """Atomically move the oldest queued run to running for this worker (never two workers).
-
-        PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, so workers claiming at the same moment take different runs
-        without waiting for each other. SQLite (one writer at a time): a conditional update, tried again if
-        another worker took the run first."""
-        for _ in range(20):
-            with self._session.begin() as s:
-                q = select(RunRow.id).where(RunRow.status == str(RunStatus.QUEUED)).order_by(RunRow.id).limit(1)
-                if not self.is_sqlite:
-                    q = q.with_for_update(skip_locked=True)
-                rid = s.scalar(q)
-                if rid is None:
-                    return None
-                t = now()
-                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == str(RunStatus.QUEUED)).values(
-                    status=str(RunStatus.RUNNING), worker_id=worker_id, heartbeat_at=t, progress_at=t, device=device,
-                    started_at=func.coalesce(RunRow.started_at, t), progress={}, error=None,
-                    attempts=func.coalesce(RunRow.attempts, 0) + 1))
-                if res.rowcount == 1:
-                    return self._runs(s, [s.get(RunRow, rid)])[0]
-        return None
-
-    @retry_locked
-    def register_worker(self, pid: int, device: str, host: str | None = None) -> int:
-        """A worker is known by its host and its process id there (`host`: default this machine's name)."""
-        with self._session.begin() as s:
-            w = WorkerRow(pid=pid, host=host or socket.gethostname(), device=device, status="idle", current_run=None,
-                          started_at=now(), heartbeat_at=now())
-            s.add(w)
-            s.flush()
-            return w.id
-
-    @retry_locked
-    def worker_heartbeat(self, worker_id: int, status: str, current_run: int | None = None) -> None:
-        with self._session.begin() as s:
-            s.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(
-                status=status, current_run=current_run, heartbeat_at=now()))
-
-    def list_workers(self, alive_within_s: float | None = None) -> list[Worker]:
-        with self._session() as s:
-            q = select(WorkerRow).where(WorkerRow.status != "stopped").order_by(WorkerRow.id)
-            if alive_within_s is not None:
-                q = q.where(WorkerRow.heartbeat_at >= now() - timedelta(seconds=alive_within_s))
-            return [w.to_entity() for w in s.scalars(q)]
-
-    @retry_locked
-    def reap_stale_runs(self, stale_after_s: float) -> list[int]:
-        """Mark running runs whose heartbeat stopped as failed ("worker stopped"); their epochs stay."""
-        cutoff = now() - timedelta(seconds=stale_after_s)
-        with self._session.begin() as s:
-            running = str(RunStatus.RUNNING)
-            ids = list(s.scalars(select(RunRow.id).where(RunRow.status == running, RunRow.heartbeat_at < cutoff)))
-            if ids:
-                s.execute(update(RunRow).where(RunRow.id.in_(ids), RunRow.status == running).values(
-                    status=str(RunStatus.FAILED), finished_at=now(),
-                    error="worker stopped: its heartbeat ended while the run was training"))
-            s.execute(update(WorkerRow).where(WorkerRow.status != "stopped", WorkerRow.heartbeat_at < cutoff)
-                      .values(status="stopped"))
-            return ids
-
-    @retry_locked
-    def fail_stalled_runs(self, stalled_after_s: float, reason: str, run_id: int | None = None) -> list[int]:
-        """Fail running runs whose training reported nothing (no batch, no epoch) for stalled_after_s, however
-        fresh their heartbeat: the process is alive but its loop hangs. Their epochs stay, and a cancel is
-        requested too, so a loop that wakes up later stops at its next batch. Returns the ids failed."""
-        cutoff = now() - timedelta(seconds=stalled_after_s)
-        last = func.coalesce(RunRow.progress_at, RunRow.started_at, RunRow.created_at)
-        with self._session.begin() as s:
-            q = select(RunRow.id).where(RunRow.status == str(RunStatus.RUNNING), last < cutoff)
-            if run_id is not None:
-                q = q.where(RunRow.id == run_id)
-            ids = list(s.scalars(q))
-            failed = []
-            for rid in ids:   # one conditional update each: a run another reaper failed first is not counted twice
-                res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == str(RunStatus.RUNNING)).values(
-                    status=str(RunStatus.FAILED), finished_at=now(), error=reason, cancel_requested=True))
-                if res.rowcount == 1:
-                    failed.append(rid)
-            return failed
 
     # --- meta flags -----------------------------------------------------------------------------------
     @retry_locked

@@ -76,6 +76,10 @@ class RunRow(Base):
     n_params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     summary: Mapped[dict] = mapped_column(JSON, default=dict)   # best/last metrics, cached for lists
     attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)   # times a worker claimed it
+    # the lease of the attempt that trains it (store/queue.py): a token that grows with every claim, and when it
+    # ends on the database's clock unless that attempt's heartbeat renews it
+    lease_token: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     def to_entity(self, test: Evaluation | None = None, val: Evaluation | None = None,
                   epochs: list[dict] | None = None, now: datetime | None = None) -> Run:
@@ -91,6 +95,7 @@ class RunRow(Base):
                    cancel_requested=bool(self.cancel_requested), checkpoint=self.checkpoint,
                    log_path=self.log_path, group_kind=self.group_kind, group_name=self.group_name,
                    n_params=self.n_params, summary=self.summary or {}, attempts=self.attempts or 0, trial=self.trial,
+                   lease_token=self.lease_token or 0,
                    test=test, val=val,
                    epochs=tuple(epochs) if epochs is not None else None)
 

@@ -136,12 +136,6 @@ def run_split_images(run, split: str = "test"):
     return ds.arrays(split)
 
 
-def autostart_worker() -> bool:
-    """FER_AUTOSTART_WORKER=0: the instructor runs workers themselves (e.g. `python -m fercore worker` on a GPU
-    box), so the app never starts one."""
-    return os.environ.get("FER_AUTOSTART_WORKER", "1") != "0"
-
-
 @st.cache_resource(show_spinner=False)
 def training_device() -> str:
     import torch

@@ -3,7 +3,7 @@
 Each GPU gets an ordinary worker (`python -m fercore worker --device cuda:N`), a process of its own, so a run
 that crashes or runs out of memory on one GPU never disturbs the others, and the queue hands each its own
 runs (RunStore.claim_next_run). This process only starts them, passes a SIGTERM/Ctrl-C on to all of them
-(each stops its run cleanly, see jobs.py), and reports how many runs each trained. start_workers() does the
+(each requeues its run to resume, see policy.py), and reports how many runs each trained. start_workers() does the
 same for any list of devices.
 """
 from __future__ import annotations
@@ -13,12 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from fercore.errors import UserError
+from fercore.jobs.spawn import REPO_ROOT, worker_env
 from fercore.store import RunStore
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class NoGPU(UserError, ValueError):
@@ -56,10 +54,7 @@ def run_worker_per_gpu(store: RunStore, spec: str, once: bool = False, idle_exit
 def start_workers(store: RunStore, devices: list[str], once: bool = False, idle_exit_s: float | None = None) -> dict:
     """Start one worker process per device and wait for them all; a SIGTERM or Ctrl-C is passed on to each.
     Returns {"workers": [{"device", "trained", "exit_code", "error"}], "trained": total}."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["FER_DB_URL"] = store.url   # not --db: a URL may carry a password, and `ps` shows arguments to all
-    env["FER_ARTIFACTS"] = str(store.artifacts)
+    env = worker_env(store)
     extra = (["--once"] if once else []) + (["--idle-exit", str(idle_exit_s)] if idle_exit_s is not None else [])
     procs = []
     for device in devices:   # their log lines go to our stderr; their one line of JSON comes back through a pipe
