@@ -125,6 +125,7 @@ def cmd_train(args, store):
         return {**_brief(run), "worker": started.why}, f"Queued run {run.label}. {started.sentence()}"
     from fercore.jobs.execute import execute_run
     run = store.create_run(config, status=RunStatus.RUNNING)
+    store.update_run(run.id, attempts=1)   # its first attempt, as a worker's claim counts one (policy.MAX_ATTEMPTS)
     run = execute_run(store, run.id, device=args.device)   # with a lease and a heartbeat of its own; Ctrl-C cancels
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")

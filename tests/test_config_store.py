@@ -1,5 +1,7 @@
 """The run config and the run store: what a user (or a script) would check. The store's tests run on SQLite and
 on PostgreSQL (conftest's any_db)."""
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -7,6 +9,7 @@ from fercore.config import ConfigError, RunConfig
 from fercore.presets import PRESETS, preset_config
 from fercore.store import NotFound, RunStore
 from fercore.store.entities import RunStatus
+from fercore.store.runstore import now
 
 
 @pytest.fixture
@@ -81,8 +84,10 @@ def test_cancel_queued_run_and_stale_heartbeat_reaped(db):
     assert store.request_cancel(q.id).status == RunStatus.CANCELLED
     r = store.create_run(RunConfig(name="r"), status=RunStatus.RUNNING)
     store.add_epoch(r.id, {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5})
-    assert store.reap_stale_runs(stale_after_s=3600) == []
-    assert store.reap_stale_runs(stale_after_s=-1) == [r.id]
+    store.update_run(r.id, lease_expires_at=now() + timedelta(seconds=60))
+    assert store.reap_expired_leases("worker stopped") == []
+    store.update_run(r.id, lease_expires_at=now() - timedelta(seconds=1))
+    assert store.reap_expired_leases("worker stopped") == [r.id]
     got = store.get_run(r.id, epochs=True)
     assert got.status == RunStatus.FAILED and "worker stopped" in got.error and len(got.epochs) == 1
 

@@ -24,10 +24,12 @@ import fercore.train
 from fercore.cli import main
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
+from fercore.jobs.liveness import reap
 from fercore.jobs.runfile import read_run_file
-from fercore.jobs.worker import STALE_AFTER_S, reap, run_worker
+from fercore.jobs.worker import run_worker
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
+from fercore.store.queue import lease_seconds
 from fercore.store.schema import SCHEMA_VERSION, Base
 
 TINY = RunConfig(data="synthetic:140", conv_blocks=2, filters=(4, 8), convs_per_block=1, fc_units=(8,), batch_size=32,
@@ -148,7 +150,7 @@ def test_gpu_out_of_memory_fails_the_run_suggesting_a_smaller_batch_and_the_work
 # --- a foreground training process killed with -9 ----------------------------------------------------------
 
 def test_killed_foreground_training_is_requeued_by_reap_and_resumed_by_the_next_worker(db, tmp_path):
-    from fercore.jobs.execute import resume_path
+    from fercore.jobs.policy import resume_path
     store = RunStore(db)
     epochs = 30   # the kill comes after the first epoch; the next worker resumes the run and ends it
     stderr = open(tmp_path / "train.stderr", "w+")   # a file, not a pipe: a full pipe would stall the trainer
@@ -177,14 +179,14 @@ def test_killed_foreground_training_is_requeued_by_reap_and_resumed_by_the_next_
     kept = store.epochs(rid)
     assert 1 <= len(kept) < epochs
     killed_at = time.monotonic()
-    while store.get_run(rid).status == RunStatus.RUNNING and time.monotonic() - killed_at < STALE_AFTER_S + 15:
+    while store.get_run(rid).status == RunStatus.RUNNING and time.monotonic() - killed_at < lease_seconds() + 15:
         reap(store)   # what every worker and every page load does
         time.sleep(0.5)
     waited = time.monotonic() - killed_at
     run = store.get_run(rid, epochs=True)
     # its heartbeat stopped: queued again, to go on from its saved state rather than stay `running` or start over
     assert run.status == RunStatus.QUEUED and run.error.startswith("worker stopped during attempt 1"), run
-    assert waited <= STALE_AFTER_S + 5, f"the dead run stayed `running` for {waited:.0f} s"
+    assert waited <= lease_seconds() + 5, f"the dead run stayed `running` for {waited:.0f} s"
     assert list(run.epochs) == kept   # the finished epochs stay
     saved = torch.load(resume_path(store, rid), map_location="cpu", weights_only=True)["epoch"]
     assert saved in (len(kept), len(kept) - 1)   # killed after an epoch's row and state, or between the two

@@ -15,7 +15,8 @@ from conftest import REPO, cli_env
 
 from fercore.cli import main
 from fercore.config import RunConfig
-from fercore.jobs.worker import STALE_AFTER_S, ensure_worker, live_workers, reap, worker_status
+from fercore.jobs.liveness import live_workers, reap, worker_status
+from fercore.jobs.spawn import ensure_worker
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
 from fercore.store.runstore import now
@@ -176,7 +177,7 @@ def test_cancel_stops_a_running_run_within_seconds_and_a_queued_one_never_starts
 
 
 def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny, monkeypatch):
-    from fercore.jobs.execute import can_resume
+    from fercore.jobs.policy import resume_path
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("FER_WORKER_IDLE_EXIT_S", "60")   # a safety net: the test stops it long before
     store = RunStore(db)
@@ -199,9 +200,11 @@ def test_ensure_worker_starts_one_worker_that_trains_and_stops_cleanly(db, tiny,
         except (ProcessLookupError, ChildProcessError):
             pass
     run = store.get_run(long_, epochs=True)
-    assert run.status == RunStatus.FAILED and run.error.startswith("worker stopped")
-    assert len(run.epochs) >= 1 and can_resume(store, run)   # stopped by hand: not requeued, but resumable
-    assert store.list_workers() == [] and worker_status(store) == {"alive": [], "queued": 0, "running": 0}
+    # its owner did not cancel it: queued again to resume from its last finished epoch (policy.end_interrupted)
+    assert run.status == RunStatus.QUEUED and run.error.startswith("worker stopped during attempt 1")
+    assert "shut down" in run.error and "cancelled" not in run.error
+    assert len(run.epochs) >= 1 and resume_path(store, long_).is_file()
+    assert store.list_workers() == [] and worker_status(store) == {"alive": [], "queued": 1, "running": 0}
     assert reap(store) == []
     assert (store.artifacts / "worker.log").exists()
 
@@ -223,21 +226,22 @@ def test_a_pid_is_checked_only_on_its_own_host_other_hosts_by_heartbeat(db, monk
     runs = {}
     for worker, host in ((here, "gpu-a"), (there, "gpu-b")):
         runs[host] = store.create_run(RunConfig(name=host), status=RunStatus.RUNNING).id
-        store.update_run(runs[host], worker_id=worker, heartbeat_at=now())
+        store.update_run(runs[host], worker_id=worker, heartbeat_at=now(), lease_token=1,
+                         lease_expires_at=now() + timedelta(seconds=60))
     assert reap(store) == [runs["gpu-a"]]
     assert store.get_run(runs["gpu-a"]).error.startswith("worker stopped")
     assert store.get_run(runs["gpu-b"]).status == RunStatus.RUNNING
     assert [w.host for w in live_workers(store)] == ["gpu-b"]
     assert reap(store) == []
-    store.update_run(runs["gpu-b"], heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 1))   # gpu-b went silent
+    store.update_run(runs["gpu-b"], lease_expires_at=now() - timedelta(seconds=1))   # gpu-b went silent
     assert reap(store) == [runs["gpu-b"]]
     assert store.get_run(runs["gpu-b"]).error.startswith("worker stopped")
 
 
 def test_a_worker_per_device_share_the_queue_and_stop_together_on_sigterm(db, tiny, tmp_path):
     """What `worker --gpus all` does with cuda:0..N-1, here with two CPU workers: each claims its own runs, and a
-    SIGTERM to the starter stops both, their runs failed with "worker stopped" and their epochs kept."""
-    from fercore.worker_pool import start_workers
+    SIGTERM to the starter stops both, their runs queued again to resume and their epochs kept."""
+    from fercore.jobs.pool import start_workers
     store = RunStore(db)
     ids = queue(store, tiny, 3, epochs=1)
     res = start_workers(store, ["cpu", "cpu"], once=True)
@@ -247,7 +251,7 @@ def test_a_worker_per_device_share_the_queue_and_stop_together_on_sigterm(db, ti
     long_runs = queue(store, tiny, 2, epochs=LONG)
     err = open(tmp_path / "pool.err", "w+")
     starter = subprocess.Popen([sys.executable, "-c", "import json; from fercore.store import RunStore; "
-                                "from fercore.worker_pool import start_workers; "
+                                "from fercore.jobs.pool import start_workers; "
                                 f"print(json.dumps(start_workers(RunStore({db!r}), ['cpu', 'cpu'])))"],
                                cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=err, text=True)
     try:
@@ -262,7 +266,7 @@ def test_a_worker_per_device_share_the_queue_and_stop_together_on_sigterm(db, ti
     assert [w["exit_code"] for w in json.loads(out)["workers"]] == [0, 0]
     for rid in long_runs:
         run = store.get_run(rid, epochs=True)
-        assert run.status == RunStatus.FAILED and run.error.startswith("worker stopped") and run.epochs
+        assert run.status == RunStatus.QUEUED and run.error.startswith("worker stopped during attempt 1") and run.epochs
     assert worker_status(store)["alive"] == []
 
 
@@ -290,7 +294,7 @@ def test_gpus_all_starts_one_worker_per_gpu_that_share_the_queue(db, tiny, procs
 
 
 def test_a_worker_the_app_starts_leaves_a_core_to_the_app_on_a_small_cpu_machine(db, tiny, monkeypatch):
-    from fercore.jobs import worker
+    from fercore.jobs import spawn as worker
     assert worker.app_worker_threads(cores=2, gpu=False) == 1
     assert worker.app_worker_threads(cores=4, gpu=False) == 3
     assert worker.app_worker_threads(cores=1, gpu=False) == 1, "one core: the worker still gets it"

@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import fercore.teach.sweeps
 from fercore.config import RunConfig
-from fercore.jobs.worker import STALE_AFTER_S, cancel_runs, reap, run_worker
+from fercore.jobs.liveness import reap
+from fercore.jobs.policy import cancel_runs
+from fercore.jobs.worker import run_worker
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
 from fercore.store.runstore import now
@@ -35,7 +37,7 @@ def test_a_reaped_trial_advances_its_sweep(db):
     for run in sweep["runs"][:3]:
         finish(store, run)
     last = store.claim_next_run(worker_id=99)   # its worker then dies: no heartbeat any more
-    store.update_run(last.id, heartbeat_at=now() - timedelta(seconds=STALE_AFTER_S + 5))
+    store.update_run(last.id, lease_expires_at=now() - timedelta(seconds=5))   # its lease ran out
     assert reap(store) == [last.id]
     assert trials(store, "reaped") == [(1, "finished"), (2, "finished"), (3, "finished"), (4, "failed"), (5, "queued")]
     assert reap(store) == [] and len(trials(store, "reaped")) == 5   # reaping again queues nothing more

@@ -12,8 +12,10 @@ from datetime import timedelta
 from conftest import REPO, cli_env
 
 from fercore.config import RunConfig
-from fercore.jobs import worker as jobs
-from fercore.jobs.worker import EXIT_STALLED, STALLED, Heartbeat, run_worker, stall_seconds
+from fercore.jobs import liveness as jobs
+from fercore.jobs.lease import Attempt
+from fercore.jobs.liveness import EXIT_STALLED, STALLED, Heartbeat, stall_seconds
+from fercore.jobs.worker import run_worker
 from fercore.store import RunStatus, RunStore
 from fercore.store.runstore import now
 from fercore.teach.sweeps import start_sweep
@@ -80,9 +82,9 @@ def running_run(store: RunStore, config: RunConfig = TINY, **changes) -> int:
 
 
 def watch(store: RunStore, rid: int, stall_s: float, stalled: list) -> Heartbeat:
-    beat = Heartbeat(store.url, None, threading.Event(), interval=0.1, stall_s=stall_s,
+    beat = Heartbeat(store.url, None, interval=0.1, stall_s=stall_s,
                      on_stall=stalled.append)   # instead of ending this test process
-    beat.current_run = rid
+    beat.attempt = Attempt(rid, store.get_run(rid).lease_token)
     beat.start()
     return beat
 

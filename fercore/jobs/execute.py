@@ -84,7 +84,7 @@ def execute_run(store: RunStore, run_id: int, device: str | None = None, logger:
     logger = logger or log
     beat = nullcontext()
     if attempt is None:
-        attempt = Attempt(run_id, store.start_in_foreground(run_id).lease_token)
+        attempt = Attempt(run_id, store.take_lease(run_id))
         beat = heartbeat_while(store, attempt)
     with beat:
         try:

@@ -14,6 +14,7 @@ RunStore (runstore.py) inherits these methods; they are split out because they a
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 
 from sqlalchemy import and_, case, func, or_, select, update
@@ -125,13 +126,13 @@ class QueueStore:
         return None
 
     @retry_locked
-    def start_in_foreground(self, run_id: int) -> Run:
-        """`train` without --queue: the run, created `running`, gets its first lease (its own heartbeat renews it)."""
+    def take_lease(self, run_id: int) -> int:
+        """A new lease on a `running` run for the caller, which trains it itself (`train` without --queue): any
+        earlier holder is fenced off from then on. Returns its token (the caller's heartbeat renews it)."""
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(
-                attempts=func.coalesce(RunRow.attempts, 0) + 1, lease_token=func.coalesce(RunRow.lease_token, 0) + 1,
-                heartbeat_at=self._now(), lease_expires_at=self._now(lease_seconds())))
-            return self._runs(s, [s.get(RunRow, run_id)])[0]
+            return s.execute(update(RunRow).where(RunRow.id == run_id).values(
+                lease_token=func.coalesce(RunRow.lease_token, 0) + 1, heartbeat_at=self._now(),
+                lease_expires_at=self._now(lease_seconds())).returning(RunRow.lease_token)).scalar_one()
 
     # --- cancelling -------------------------------------------------------------------------------
     @retry_locked
@@ -193,10 +194,10 @@ class QueueStore:
 
     # --- workers ----------------------------------------------------------------------------------
     @retry_locked
-    def register_worker(self, pid: int, device: str, host: str) -> int:
-        """A worker is known by its host and its process id there."""
+    def register_worker(self, pid: int, device: str, host: str | None = None) -> int:
+        """A worker is known by its host and its process id there (`host`: default this machine's name)."""
         with self._session.begin() as s:
-            w = WorkerRow(pid=pid, host=host, device=device, status="idle", current_run=None,
+            w = WorkerRow(pid=pid, host=host or socket.gethostname(), device=device, status="idle", current_run=None,
                           started_at=now(), heartbeat_at=now())
             s.add(w)
             s.flush()

@@ -227,7 +227,7 @@ class RunStore(QueueStore):
                          summary={})
             if status == RunStatus.RUNNING:
                 row.started_at = row.heartbeat_at = row.progress_at = now()
-                row.lease_token = 0   # no attempt holds it yet: start_in_foreground gives it its first lease
+                row.lease_token = 0   # no attempt holds it yet: take_lease gives the trainer its first lease
             s.add(row)
             s.flush()
             if not row.name:
