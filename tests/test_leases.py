@@ -106,8 +106,8 @@ def test_the_reaper_takes_only_expired_leases_and_writes_nothing_otherwise(any_d
     store.update_run(rid, lease_expires_at=now() - timedelta(seconds=1))
     assert reap(store) == [rid]
     run = store.get_run(rid)
-    assert run.status == RunStatus.FAILED and run.error.startswith("worker stopped")   # nothing saved to resume
-    assert reap(store) == []
+    assert run.status == RunStatus.QUEUED and run.error.startswith("worker stopped during attempt 1")
+    assert "starting it again" in run.error and reap(store) == []   # nothing saved yet: it starts over
 
 
 def test_a_reaped_run_with_saved_state_is_requeued_until_it_took_three_workers_down(any_db):

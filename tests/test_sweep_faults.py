@@ -37,6 +37,7 @@ def test_a_reaped_trial_advances_its_sweep(db):
     for run in sweep["runs"][:3]:
         finish(store, run)
     last = store.claim_next_run(worker_id=99)   # its worker then dies: no heartbeat any more
+    store.update_run(last.id, attempts=3)   # for the third time: it is left failed, not queued again
     store.update_run(last.id, lease_expires_at=now() - timedelta(seconds=5))   # its lease ran out
     assert reap(store) == [last.id]
     assert trials(store, "reaped") == [(1, "finished"), (2, "finished"), (3, "finished"), (4, "failed"), (5, "queued")]

@@ -103,6 +103,7 @@ def execute_run(store: RunStore, run_id: int, device: str | None = None, logger:
         except Exception as e:   # noqa: BLE001 - every failure becomes the run's status with a sentence
             _fail(store, run_id, e, attempt, logger)
         finally:
+            attempt.ended = True   # its heartbeat stops renewing: what this attempt had to write is written
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return store.get_run(run_id)

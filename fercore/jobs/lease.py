@@ -39,6 +39,7 @@ class Attempt:
         self._progress: dict | None = None
         self.cancel_requested = False
         self.lost: LeaseLost | None = None
+        self.ended = False   # the attempt wrote its run's last word (or stopped): nothing more to renew
 
     def hand_progress(self, progress: dict) -> None:
         with self._lock:

@@ -82,16 +82,20 @@ class Heartbeat(threading.Thread):
 
     def _beat(self, store: RunStore) -> None:
         att = self.attempt
-        if att is not None and att.lost is None:
+        if att is not None and att.lost is None and not att.ended:
             try:
-                att.cancel_requested = store.renew_lease(att.run_id, att.token, att.take_progress())
+                cancel = store.renew_lease(att.run_id, att.token, att.take_progress())
             except LeaseLost as e:
                 att.lost = e
                 log.warning("%s; the run stops at its next report and writes nothing more", e)
             else:
-                self._watch(store, att)
+                if cancel is None:   # the run ended under this lease a moment ago
+                    att.ended = True
+                else:
+                    att.cancel_requested = cancel
+                    self._watch(store, att)
         if self.worker_id is not None:
-            busy = att is not None and att.lost is None
+            busy = att is not None and att.lost is None and not att.ended
             store.worker_heartbeat(self.worker_id, "busy" if busy else "idle", att.run_id if busy else None)
 
     def _watch(self, store: RunStore, att: Attempt) -> None:

@@ -6,9 +6,11 @@ The interrupt policy (end_interrupted), written once for every way a run can be 
 | ------------------------------------------------- | ------------------------------------------------------- |
 | its owner: Cancel, `runs cancel`, Ctrl-C on `train` | CANCELLED, resumable (`runs resume`)                  |
 | its worker was stopped (SIGTERM, Ctrl-C)          | QUEUED again, to resume after its last finished epoch   |
-| its worker died or froze past its lease (reaped)  | QUEUED again to resume, or FAILED if it never finished  |
-|                                                   | an epoch (nothing to resume; it may be what kills them) |
-| either of the last two, after MAX_ATTEMPTS claims | FAILED, saying it took that many workers down           |
+| its worker died or froze past its lease (reaped)  | QUEUED again, the same way                              |
+| either of the last two, after MAX_ATTEMPTS claims | FAILED, saying it stopped that many times (it may be    |
+|                                                   | what takes its workers down)                            |
+
+A run that had not finished its first epoch has nothing to resume from and starts again.
 
 A worker's own shutdown never reads as its owner's cancel. Every change is written under the lease of the attempt
 that ends the run (none for the reaper, which changes only a run it took itself), so an attempt that lost the run
@@ -55,9 +57,6 @@ def end_interrupted(store: RunStore, run_id: int, cause: Cause, lease: int | Non
         status, error = RunStatus.FAILED, (f"{WORKER_STOPPED}: {what}; it stopped {run.attempts} times, so it is "
                                            "left failed (it may be what takes its workers down); the finished epochs "
                                            "are kept and `runs resume` tries once more")
-    elif cause == Cause.CRASH and not resumable:
-        status, error = RunStatus.FAILED, (f"{WORKER_STOPPED}: {what} before the run's first epoch ended, so there "
-                                           "was nothing to resume")
     else:
         status = RunStatus.QUEUED
         error = (f"{WORKER_STOPPED} during attempt {run.attempts} ({what}); resuming from its last finished epoch"

@@ -119,7 +119,7 @@ def train_claimed_run(store: RunStore, run: Run, device: str, worker_id: int, be
                      os.getpid(), device, attempt.token)
         final = execute_run(store, run.id, device=device, logger=run_log, attempt=attempt,
                             ctrl_c=Cause.WORKER_STOPPED)
-        if attempt.lost is None and final.lease_token == attempt.token:
+        if attempt.lost is None and final.lease_token == attempt.token:   # this attempt ended it
             run_log.info("run %d ended: %s%s", run.id, final.status, f" ({final.error})" if final.error else "")
             log.info("run %d ended: %s", run.id, final.status)
             tell_sweep(store, final)

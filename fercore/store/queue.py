@@ -44,8 +44,10 @@ class LeaseLost(Exception):
 
     def __init__(self, run_id: int, token: int, holder: int | None, status: str | None):
         self.run_id, self.token, self.holder, self.status = run_id, token, holder, status
-        by = (f"taken by attempt {holder}" if holder is not None and holder > token and status == RUNNING
-              else f"it is {status} now" + (f", after attempt {holder}" if holder else ""))
+        if holder is not None and holder > token:
+            by = f"taken by attempt {holder}" if status == RUNNING else f"taken by the reaper; it is {status} now"
+        else:
+            by = f"it is {status} now"
         super().__init__(f"lost the lease on run {run_id} ({by})")
 
 
@@ -81,9 +83,10 @@ class QueueStore:
             yield
 
     @retry_locked
-    def renew_lease(self, run_id: int, token: int, progress: dict | None = None) -> bool:
+    def renew_lease(self, run_id: int, token: int, progress: dict | None = None) -> bool | None:
         """The heartbeat of a run's attempt: extend its lease (and store its latest progress, if any). Returns
-        whether its owner asked to cancel it; raises LeaseLost when the lease is gone."""
+        whether its owner asked to cancel it, None when the run ended under this very lease (nothing to renew);
+        raises LeaseLost when another attempt or the reaper took it."""
         values = {"lease_expires_at": self._now(lease_seconds()), "heartbeat_at": self._now()}
         if progress is not None:
             values.update(progress=progress, progress_at=self._now())
@@ -92,6 +95,8 @@ class QueueStore:
                                                  RunRow.status == RUNNING).values(**values)
                             .returning(RunRow.cancel_requested)).first()
             if row is None:
+                if s.scalar(select(RunRow.lease_token).where(RunRow.id == run_id)) == token:
+                    return None
                 self._refuse(s, run_id, token)
             return bool(row[0])
 
@@ -158,10 +163,11 @@ class QueueStore:
         legacy = and_(RunRow.lease_expires_at.is_(None),
                       func.coalesce(RunRow.heartbeat_at, RunRow.started_at, RunRow.created_at)
                       < self._now(-LEGACY_STALE_S))
-        with self._session.begin() as s:
+        with self._session.begin() as s:   # the token moves on: the attempt that held it is fenced off
             return list(s.execute(update(RunRow).where(RunRow.status == RUNNING,
                                                        or_(RunRow.lease_expires_at < self._now(), legacy))
-                                  .values(status=str(RunStatus.FAILED), finished_at=now(), error=reason)
+                                  .values(status=str(RunStatus.FAILED), finished_at=now(), error=reason,
+                                          lease_token=func.coalesce(RunRow.lease_token, 0) + 1)
                                   .returning(RunRow.id)).scalars())
 
     @retry_locked
@@ -173,7 +179,8 @@ class QueueStore:
             return []
         with self._session.begin() as s:
             ids = list(s.execute(update(RunRow).where(RunRow.status == RUNNING, RunRow.worker_id.in_(worker_ids))
-                                 .values(status=str(RunStatus.FAILED), finished_at=now(), error=reason)
+                                 .values(status=str(RunStatus.FAILED), finished_at=now(), error=reason,
+                                         lease_token=func.coalesce(RunRow.lease_token, 0) + 1)
                                  .returning(RunRow.id)).scalars())
             s.execute(update(WorkerRow).where(WorkerRow.id.in_(worker_ids), WorkerRow.status != "stopped")
                       .values(status="stopped"))
