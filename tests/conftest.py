@@ -49,7 +49,7 @@ def pg_server():
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def any_db(request, tmp_path, monkeypatch) -> str:
     """An empty database of each kind: an SQLite path, or the URL of a new database on the session's PostgreSQL
     server (its files under this test's own FER_ARTIFACTS)."""

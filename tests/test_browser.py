@@ -5,7 +5,10 @@ missing, otherwise. The screenshot is left in pytest's tmp folder for a human to
 """
 from __future__ import annotations
 
+import pytest
 from browserkit import CHROMIUM_ARGS, chromium_or_skip, face_photo, free_port, start_app, stop, train_tiny
+
+pytestmark = pytest.mark.slow   # browser / PostgreSQL / load: `pytest -m 'not slow'` skips it
 
 
 def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):

@@ -307,6 +307,7 @@ def wrapped(csv: bytes, container: str) -> tuple[str, bytes]:
 
 
 @FUZZ
+@pytest.mark.slow   # fuzz
 @given(csv=st.one_of(st.binary(max_size=4000), mutated(small_csv())),
        container=st.sampled_from(["csv", "gz", "zip", "tar"]),
        data=st.data())
@@ -318,12 +319,14 @@ def test_the_csv_reader_gives_a_dataset_or_a_sentence(lab, csv, container, data)
 
 
 @FUZZ
+@pytest.mark.slow   # fuzz
 @given(data=st.one_of(st.binary(max_size=4000).map(lambda b: b"PK\x03\x04" + b), mutated(small_image_zip())))
 def test_the_image_zip_reader_gives_a_dataset_or_a_sentence(lab, data):
     import_or_sentence(lab, fresh_file(lab, "faces.zip", data))
 
 
 @FUZZ
+@pytest.mark.slow   # fuzz
 @given(data=st.one_of(st.binary(max_size=2000), mutated(small_png())), good=st.booleans())
 def test_the_image_folder_reader_gives_a_dataset_or_a_sentence(lab, data, good):
     folder = lab.root / f"folder-{next(_names)}"
@@ -372,6 +375,7 @@ def import_run_or_sentence(lab, path: Path) -> None:
 
 
 @FUZZ
+@pytest.mark.slow   # fuzz
 @given(data=st.data())
 def test_the_run_file_reader_gives_a_run_or_a_sentence_on_mutated_bytes(lab, genuine_run_file, data):
     content = data.draw(st.one_of(st.binary(max_size=2000), mutated(genuine_run_file)))
@@ -398,6 +402,7 @@ def payload_changes():
 
 
 @FUZZ
+@pytest.mark.slow   # fuzz
 @given(changes=payload_changes())
 def test_the_run_file_reader_gives_a_run_or_a_sentence_on_odd_content(lab, genuine_run_file, changes):
     payload = torch.load(io.BytesIO(genuine_run_file), weights_only=True)

@@ -12,11 +12,14 @@ import sys
 import threading
 import time
 
+import pytest
 from conftest import REPO, cli_env
 
 from fercore.config import RunConfig
 from fercore.store import RunStore
 from fercore.store.entities import RunStatus
+
+pytestmark = pytest.mark.slow   # browser / PostgreSQL / load: `pytest -m 'not slow'` skips it
 
 WORKERS = 4
 RUNS = 20

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from load_postgres import run_load
+
+pytestmark = pytest.mark.slow   # browser / PostgreSQL / load: `pytest -m 'not slow'` skips it
 
 
 def test_four_workers_on_two_hosts_twelve_runs_and_two_readers_on_postgresql(pg_server, tmp_path):

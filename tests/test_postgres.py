@@ -18,6 +18,8 @@ from fercore.store import RunStore
 from fercore.store.entities import RunStatus
 from fercore.store.schema import SCHEMA_VERSION, Base
 
+pytestmark = pytest.mark.slow   # browser / PostgreSQL / load: `pytest -m 'not slow'` skips it
+
 
 @pytest.fixture
 def db(pg_server, tmp_path, monkeypatch) -> str:

@@ -20,11 +20,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from browserkit import CHROMIUM_ARGS, SHARED, chromium_or_skip, free_port, start_app, stop, wait_fully_drawn
 from PIL import Image
 
 from fercore.config import EMOTIONS
 from fercore.store import RunStore
+
+pytestmark = pytest.mark.slow   # browser / PostgreSQL / load: `pytest -m 'not slow'` skips it
 
 UPLOAD_MB = 25           # the cap the issue hit; the zip must be larger
 STEP_MS = 120_000        # one step's patience on a busy 2-core machine
