@@ -92,6 +92,34 @@ def test_a_file_lands_only_while_its_writer_holds_the_lease(any_db):
     assert target.read_text() == "mine" and [p.name for p in target.parent.iterdir()] == ["resume.pt"]
 
 
+def test_a_locked_database_never_stalls_a_training_step(db):
+    """The loop's progress goes to the heartbeat, which writes it with its lease: a step never waits on the lock."""
+    import sqlite3
+
+    from fercore.jobs.liveness import Heartbeat
+    store = RunStore(db)
+    rid = store.create_run(TINY, status=RunStatus.RUNNING).id
+    attempt = Attempt(rid, store.take_lease(rid))
+    recorder = execute.StoreRecorder(store, attempt)
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")   # another process holds the write lock
+    try:
+        t0 = time.monotonic()
+        assert recorder.on_batch({"epoch": 1, "batch": 3, "batches": 4}) is False
+        took = time.monotonic() - t0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert took < 0.5, f"a training step waited {took:.1f} s for the database"
+    beat = Heartbeat(store.url, None, interval=0.1)
+    beat.attempt = attempt
+    beat.start()
+    try:
+        wait_for(lambda: store.get_run(rid).progress.get("batch") == 3, 20, "the heartbeat to write the progress")
+    finally:
+        beat.halt()
+
+
 # --- the reaper -----------------------------------------------------------------------------------------
 def test_the_reaper_takes_only_expired_leases_and_writes_nothing_otherwise(any_db):
     """A worker whose host clock runs minutes behind writes old-looking times; its lease, on the database's clock,

@@ -30,7 +30,7 @@ from fercore.jobs.lease import Attempt, Cause
 from fercore.jobs.liveness import Heartbeat, reap, stall_seconds, this_host
 from fercore.jobs.policy import tell_sweep
 from fercore.jobs.spawn import IDLE_EXIT_ENV
-from fercore.store import Run, RunStore
+from fercore.store import LeaseLost, Run, RunStore
 
 log = logging.getLogger("fercore.worker")
 run_log = logging.getLogger("fercore.worker.run")   # one logger; its file handler is swapped per run
@@ -123,6 +123,8 @@ def train_claimed_run(store: RunStore, run: Run, device: str, worker_id: int, be
             run_log.info("run %d ended: %s%s", run.id, final.status, f" ({final.error})" if final.error else "")
             log.info("run %d ended: %s", run.id, final.status)
             tell_sweep(store, final)
+    except LeaseLost as e:   # taken from this worker before it began (a long pause right after the claim)
+        log.warning("%s; stopping", e)
     except Exception:   # a store or logging failure around the run; the run itself never raises
         log.error("run %d: unexpected error in the worker:\n%s", run.id, traceback.format_exc())
     finally:
