@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.teach.ensemble import ensemble
-from fercore.ui import analysis, figures, state, tables
+from fercore.ui import analysis, state, tables
 
 state.require_app(__file__)
 st.title("Compare runs")

@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import worker
 from fercore.store.entities import RunStatus
-from fercore.ui import figures, form, state, tables, weights_panel
+from fercore.ui import form, state, tables, weights_panel
 
 state.require_app(__file__)
 st.title("Lessons")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.jobs import worker
 from fercore.store.entities import RunStatus
-from fercore.ui import figures, state, tables
+from fercore.ui import state, tables
 
 state.require_app(__file__)
 st.title("Runs")
