@@ -8,6 +8,7 @@ import json
 import re
 from html import unescape
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,127 @@ def test_report_refuses_what_it_cannot_build(db, tmp_path):
     assert main(["report", "-o", str(tmp_path / "r.html"), "--db", db, "--json"]) == 2
     assert main(["report", "no-such-run", "-o", str(tmp_path / "r.html"), "--db", db, "--json"]) == 2
     assert main(["report", "starter", "-o", str(tmp_path), "--db", db, "--json"]) == 2
+
+
+# --- really trained runs, opened in chromium with the network blocked: the slow tests ----------------------------
+def face_folder(root: Path) -> Path:
+    """A tiny image-folder dataset (train/val/test of synthetic faces, PNG) as a user would import it."""
+    from PIL import Image
+
+    from fercore.data.sources import load_source
+    ds = load_source("synthetic:350")
+    for i, (img, label, split) in enumerate(zip(ds.images, ds.labels, ds.split)):
+        folder = root / ("train", "val", "test")[split] / ds.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+TINY_FLAGS = ["--conv-blocks", "2", "--filters", "8,16", "--convs-per-block", "1", "--fc-units", "16",
+              "--batch-size", "32", "--tta", "none", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A database with two tiny runs trained on an imported folder, and a finished learning-rate lesson."""
+    from fercore.cli import main
+    from fercore.jobs.worker import run_worker
+    from fercore.store import RunStore
+    from fercore.teach.lessons import start_lesson
+    root = tmp_path_factory.mktemp("lab")
+    db = str(root / "runs.db")
+    faces = face_folder(root / "faces")
+    assert main(["data", "import", str(faces), "--name", "faces", "--dedupe", "--db", db]) == 0
+    assert main(["train", "--data", "faces", "--epochs", "1", "--lr", "0.003", "--name", "plain", *TINY_FLAGS,
+                 "--db", db]) == 0
+    assert main(["train", "--data", "faces", "--epochs", "2", "--lr", "0.01", "--hflip", "0", "--name", HOSTILE,
+                 *TINY_FLAGS, "--db", db]) == 0
+    store = RunStore(db)
+    lesson = start_lesson(store, "learning_rate", data="synthetic:420", epochs=1, fraction=0.5)
+    run_worker(store, once=True, device="cpu", threads=1)
+    assert all(store.get_run(r.id).status == RunStatus.FINISHED for r in lesson)
+    runs = [store.get_run(n) for n in ("plain", HOSTILE)]
+    return {"db": db, "root": root, "runs": runs, "group": lesson[0].group_name, "faces": faces}
+
+
+def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
+    """Open a report in chromium with every request that would leave the page aborted (and counted); wait for the
+    charts. Returns the charts, the charts with an SVG drawn, the requests refused, the faces shown, the
+    Reproduce text and the seconds to fully drawn."""
+    import time
+
+    from browserkit import CHROMIUM_ARGS, chromium_or_skip
+    sync_playwright, chromium = chromium_or_skip()
+    refused = []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            return r.continue_()
+        refused.append(r.request.url)
+        return r.abort()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route("**/*", route)
+        page.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else refused.append(req.url))
+        t0 = time.perf_counter()
+        page.goto(html_path.resolve().as_uri())
+        page.wait_for_function("document.body.dataset.chartsDrawn === 'true' || "
+                               "document.getElementById('js-error').textContent !== ''", timeout=60_000)
+        seconds = time.perf_counter() - t0
+        out = page.evaluate("""() => ({
+            error: document.getElementById('js-error').textContent,
+            charts: document.querySelectorAll('.chart').length,
+            drawn: [...document.querySelectorAll('.chart')].filter(c => c.querySelector('.main-svg')).length,
+            faces: [...document.querySelectorAll('.face img')].filter(i => i.complete && i.naturalWidth > 0).length,
+            reproduce: [...document.querySelectorAll('pre.reproduce')].map(p => p.innerText).join('\\n'),
+            headings: [...document.querySelectorAll('h2')].map(h => h.innerText)})""")
+        if screenshot:
+            page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return {**out, "refused": refused, "seconds": seconds}
+
+
+@pytest.mark.slow
+def test_a_report_of_two_runs_opens_offline_and_its_commands_recreate_the_runs(lab, tmp_path):
+    from fercore.cli import main
+    from fercore.report.reproduce import command_lines
+    from fercore.store import RunStore
+    out = tmp_path / "two.html"
+    assert main(["report", "plain", str(lab["runs"][1].id), "-o", str(out), "--figures", str(tmp_path / "figs"),
+                 "--db", lab["db"]]) == 0
+    seen = open_offline(out)
+    assert not seen["error"] and not seen["refused"], seen
+    assert seen["charts"] == seen["drawn"] >= 9, seen
+    assert seen["faces"] > 0 and "Reproduce" in seen["headings"]
+    # every chart also as PNG and SVG, every table as CSV
+    figs = {p.name for p in (tmp_path / "figs").iterdir()}
+    assert {"curves-loss.png", "curves-loss.svg", "per-class.csv", "config-differences.csv"} <= figs
+    assert sum(n.endswith(".svg") for n in figs) == sum(n.endswith(".png") for n in figs) == seen["charts"]
+    # the commands, run on the same data in a new database, recreate both runs with the same configs
+    fresh = str(tmp_path / "again.db")
+    commands = command_lines(seen["reproduce"])
+    assert [c[3] for c in commands] == ["data", "train", "train"], commands
+    for argv in commands:
+        assert main([*argv[3:], "--db", fresh]) == 0, argv
+    again = RunStore(fresh)
+    for run in lab["runs"]:
+        twin = again.get_run(run.name)
+        assert twin.config == run.config and twin.dataset_fingerprint == run.dataset_fingerprint
+
+
+@pytest.mark.slow
+def test_a_report_of_a_finished_lesson_states_its_finding_and_opens_offline(lab, tmp_path):
+    from fercore.cli import main
+    from fercore.store import RunStore
+    from fercore.teach.lessons import lesson_status
+    out = tmp_path / "lesson.html"
+    assert main(["report", "--lesson", lab["group"], "-o", str(out), "--no-mistakes", "--db", lab["db"]]) == 0
+    seen = open_offline(out)
+    assert not seen["error"] and not seen["refused"], seen
+    assert seen["charts"] == seen["drawn"] >= 9 and "The lesson" in seen["headings"], seen
+    status = lesson_status(RunStore(lab["db"]), lab["group"])
+    html = out.read_text()
+    assert status["done"] and status["title"] in html
+    from markupsafe import escape
+    assert str(escape(status["summary"])) in html   # the finding by the lesson summaries' own rule
