@@ -12,6 +12,7 @@ from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import worker
 from fercore.store.entities import RunStatus
 from fercore.ui import form, state, tables, weights_panel
+from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
 st.title("Lessons")
@@ -95,6 +96,7 @@ def started_lessons() -> None:
                         st.error(f"{r.name} failed: {r.error}", icon=":material/error:")
                 if s["done"] and s["summary"]:
                     st.markdown(f"**What the runs showed.** {s['summary']}")
+                    report_buttons(store, [], key=f"lesson-{g}", lesson=g)
                 st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
                              query_params={"runs": ",".join(str(r.id) for r in runs[:8])})
 

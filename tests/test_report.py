@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browserkit import open_offline
 
 from fercore.store.entities import RunStatus
 
@@ -172,44 +173,6 @@ def lab(tmp_path_factory):
     return {"db": db, "root": root, "runs": runs, "group": lesson[0].group_name, "faces": faces}
 
 
-def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
-    """Open a report in chromium with every request that would leave the page aborted (and counted); wait for the
-    charts. Returns the charts, the charts with an SVG drawn, the requests refused, the faces shown, the
-    Reproduce text and the seconds to fully drawn."""
-    import time
-
-    from browserkit import CHROMIUM_ARGS, chromium_or_skip
-    sync_playwright, chromium = chromium_or_skip()
-    refused = []
-
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")):
-            return r.continue_()
-        refused.append(r.request.url)
-        return r.abort()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.route("**/*", route)
-        page.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else refused.append(req.url))
-        t0 = time.perf_counter()
-        page.goto(html_path.resolve().as_uri())
-        page.wait_for_function("document.body.dataset.chartsDrawn === 'true' || "
-                               "document.getElementById('js-error').textContent !== ''", timeout=60_000)
-        seconds = time.perf_counter() - t0
-        out = page.evaluate("""() => ({
-            error: document.getElementById('js-error').textContent,
-            charts: document.querySelectorAll('.chart').length,
-            drawn: [...document.querySelectorAll('.chart')].filter(c => c.querySelector('.main-svg')).length,
-            faces: [...document.querySelectorAll('.face img')].filter(i => i.complete && i.naturalWidth > 0).length,
-            reproduce: [...document.querySelectorAll('pre.reproduce')].map(p => p.innerText).join('\\n'),
-            headings: [...document.querySelectorAll('h2')].map(h => h.innerText)})""")
-        if screenshot:
-            page.screenshot(path=str(screenshot), full_page=True)
-        browser.close()
-    return {**out, "refused": refused, "seconds": seconds}
-
-
 @pytest.mark.slow
 def test_a_report_of_two_runs_opens_offline_and_its_commands_recreate_the_runs(lab, tmp_path):
     from fercore.cli import main
@@ -253,3 +216,18 @@ def test_a_report_of_a_finished_lesson_states_its_finding_and_opens_offline(lab,
     assert status["done"] and status["title"] in html
     from markupsafe import escape
     assert str(escape(status["summary"])) in html   # the finding by the lesson summaries' own rule
+
+
+def test_the_pages_download_builds_the_report_on_click_and_a_failure_is_a_sentence(two_made_up_runs):
+    """What the "Download report" and "Figures (zip)" buttons hand over (their deferred data)."""
+    import io
+    import zipfile
+
+    from fercore.ui import report_buttons
+    store, runs = two_made_up_runs
+    page = report_buttons._report_html(store, [r.id for r in runs], None).decode()
+    assert page.startswith("<!DOCTYPE html>") and "base vs &lt;img" in page and 'class="reproduce"' in page
+    refused = report_buttons._report_html(store, [9999], None).decode()
+    assert "could not be built" in refused and "9999" in refused and "Traceback" not in refused
+    names = zipfile.ZipFile(io.BytesIO(report_buttons._figures_zip(store, [9999], None))).namelist()
+    assert names == ["README.txt"]

@@ -27,7 +27,7 @@ def config_frame(runs: list[Run], only_differences: bool = False) -> pd.DataFram
     keys = [k for k in defaults if not only_differences or
             (k != "name" and any(_show(c[k]) != _show(configs[0][k]) for c in configs[1:]))]
     data = {run_column(r): [_show(c[k]) for k in keys] for r, c in zip(runs, configs)}
-    return pd.DataFrame(data, index=pd.Index(keys, name="setting"))
+    return pd.DataFrame(data, index=pd.Index(keys, name="setting"), dtype=object)   # 28 stays 28, not 28.0
 
 
 def per_class_frame(runs: list[Run], evaluations: dict[int, Evaluation] | None = None) -> pd.DataFrame:
