@@ -231,3 +231,29 @@ def test_the_pages_download_builds_the_report_on_click_and_a_failure_is_a_senten
     assert "could not be built" in refused and "9999" in refused and "Traceback" not in refused
     names = zipfile.ZipFile(io.BytesIO(report_buttons._figures_zip(store, [9999], None))).namelist()
     assert names == ["README.txt"]
+
+
+@pytest.mark.slow
+def test_download_report_on_compare_hands_over_the_report(lab, tmp_path):
+    from browserkit import CHROMIUM_ARGS, chromium_or_skip, free_port, start_app, stop
+    sync_playwright, chromium = chromium_or_skip()
+    ids = [r.id for r in lab["runs"]]
+    port = free_port()
+    server = start_app(Path(lab["db"]), port, FER_AUTOSTART_WORKER="0")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.goto(f"http://127.0.0.1:{port}/compare?runs={ids[0]},{ids[1]}", timeout=60_000)
+            button = page.get_by_role("button", name="Download report")
+            button.wait_for(timeout=60_000)
+            with page.expect_download(timeout=120_000) as download:
+                button.click()
+            saved = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved)
+            browser.close()
+    finally:
+        stop(server)
+    assert saved.name == f"fer-report-runs-{ids[0]}-{ids[1]}.html"
+    html = saved.read_text()
+    assert "plain vs &lt;img" in html and 'class="reproduce"' in html and "plotlyjs-gz" in html
