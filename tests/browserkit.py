@@ -126,7 +126,8 @@ def wait_fully_drawn(page, timeout_ms: int = 60_000) -> None:
 def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
     """Open a report in chromium with every request that would leave the page aborted (and counted); wait for the
     charts. Returns the charts, the charts with an SVG drawn, the requests refused, the faces shown, the
-    Reproduce text and the seconds to fully drawn."""
+    Reproduce text, the seconds to the first screen drawn and to every chart drawn, and the CPU
+    seconds of the renderer's main thread and process (the page's own cost, apart from waiting for a CPU)."""
     sync_playwright, chromium = chromium_or_skip()
     refused = []
 
@@ -140,11 +141,16 @@ def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.route("**/*", route)
         page.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else refused.append(req.url))
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")   # CPU time: what the page costs, apart from waiting for a CPU
         t0 = time.perf_counter()
         page.goto(html_path.resolve().as_uri())
-        page.wait_for_function("document.body.dataset.chartsDrawn === 'true' || "
-                               "document.getElementById('js-error').textContent !== ''", timeout=60_000)
+        failed = "document.getElementById('js-error').textContent !== ''"
+        page.wait_for_function(f"document.body.dataset.firstScreenDrawn === 'true' || {failed}", timeout=60_000)
+        first_screen = time.perf_counter() - t0
+        page.wait_for_function(f"document.body.dataset.chartsDrawn === 'true' || {failed}", timeout=60_000)
         seconds = time.perf_counter() - t0
+        metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         out = page.evaluate("""() => ({
             error: document.getElementById('js-error').textContent,
             charts: document.querySelectorAll('.chart').length,
@@ -155,4 +161,5 @@ def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
         if screenshot:
             page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
-    return {**out, "refused": refused, "seconds": seconds}
+    return {**out, "refused": refused, "seconds": seconds, "first_screen": first_screen,
+            "cpu_s": metrics.get("ThreadTime"), "process_cpu_s": metrics.get("ProcessTime")}
