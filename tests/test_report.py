@@ -132,6 +132,20 @@ def test_report_refuses_what_it_cannot_build(db, tmp_path):
     assert main(["report", "starter", "-o", str(tmp_path), "--db", db, "--json"]) == 2
 
 
+def test_a_lesson_still_queued_reports_no_finding_and_claims_nothing(db):
+    from fercore.report import build_report, render_html
+    from fercore.store import RunStore
+    from fercore.teach.lessons import start_lesson
+    store = RunStore(db)
+    group = start_lesson(store, "dropout", data="synthetic:420", epochs=1)[0].group_name
+    report = build_report(store, lesson=group)
+    assert report.title == "Lesson: Dropout: 0 vs 0.25 vs 0.5" and report.lesson["finding"] is None
+    assert not report.charts and set(report.diagnosis.values()) == {None}
+    assert len(report.notes) == 3 and all("queued" in n for n in report.notes)
+    html = render_html(report)
+    assert "there is no finding" in html and "Nothing unusual found" not in html
+
+
 # --- really trained runs, opened in chromium with the network blocked: the slow tests ----------------------------
 def face_folder(root: Path) -> Path:
     """A tiny image-folder dataset (train/val/test of synthetic faces, PNG) as a user would import it."""

@@ -52,7 +52,7 @@ class Report:
     tables: dict[str, Table]
     sections: dict[str, list[Chart]]            # section title -> its charts, in order
     ensemble: dict
-    diagnosis: dict[str, list[dict]]            # run column -> findings
+    diagnosis: dict[str, list[dict] | None]     # run column -> findings (None: no epoch to read yet)
     lesson: dict | None = None
     gallery: list[dict] = field(default_factory=list)
     reproduce: list[dict] = field(default_factory=list)
@@ -70,15 +70,16 @@ def build_report(store, run_refs=(), lesson: str | None = None, gallery: bool = 
     from fercore.report.reproduce import reproduce_commands
     runs = _runs(store, run_refs, lesson)
     lesson = lesson or _common_lesson(runs)
+    about = lesson_section(store, lesson) if lesson else None
     split = "test" if all(r.test for r in runs) else "val"
     evals = {r.id: store.evaluation(r.id, split, full=True) for r in runs}
     report = Report(
-        title=_title(runs, lesson, store), created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        title=f"Lesson: {about['question']}" if about else " vs ".join(r.name for r in runs),
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         makers=sorted({o for r in runs if (o := getattr(r, "owner", None))}), version=fercore.__version__,
         runs=runs, split=split, datasets=datasets_section(store, runs), tables=_tables(runs, evals),
         sections=_sections(runs, evals), ensemble=ensemble(runs, evals, split),
-        diagnosis={run_column(r): diagnose(r) if r.epochs else [] for r in runs},
-        lesson=lesson_section(store, lesson) if lesson else None,
+        diagnosis={run_column(r): diagnose(r) if r.epochs else None for r in runs}, lesson=about,
         reproduce=reproduce_commands(store, runs))
     report.gallery = mistakes_gallery(store, runs, evals, split) if gallery else []
     report.notes = [f"{r.label} is {r.status}: its numbers are those of the epochs it finished."
@@ -103,15 +104,6 @@ def _common_lesson(runs: list[Run]) -> str | None:
     groups = {(r.group_kind, r.group_name) for r in runs}
     kind, name = next(iter(groups))
     return name if len(groups) == 1 and kind == "lesson" and name else None
-
-
-def _title(runs: list[Run], lesson: str | None, store) -> str:
-    if lesson:
-        from fercore.teach.lessons import lesson_status
-        return f"Lesson: {lesson_status(store, lesson)['title']}"
-    if len(runs) == 1:
-        return f"Run {runs[0].name}"
-    return " vs ".join(r.name for r in runs)
 
 
 # --- the dataset ----------------------------------------------------------------------------------------------
