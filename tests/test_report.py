@@ -258,9 +258,9 @@ def test_download_report_on_compare_hands_over_the_report(lab, tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            page.goto(f"http://127.0.0.1:{port}/compare?runs={ids[0]},{ids[1]}", timeout=60_000)
+            page.goto(f"http://127.0.0.1:{port}/compare?runs={ids[0]},{ids[1]}", timeout=120_000)
             button = page.get_by_role("button", name="Download report")
-            button.wait_for(timeout=60_000)
+            button.wait_for(timeout=120_000)   # a loaded machine: the first page of a fresh server is slow
             with page.expect_download(timeout=120_000) as download:
                 button.click()
             saved = tmp_path / download.value.suggested_filename
