@@ -83,6 +83,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 @command("data import")
 def cmd_data_import(args, store):
     from fercore.data import import_dataset
+    from fercore.data.audit import audit_sentence
     name = args.name or ("synthetic" if args.src == "synthetic" else None)
     info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", False))
     out = {**info.to_json(), "rows": sum(info.splits.values())}
@@ -92,14 +93,6 @@ def cmd_data_import(args, store):
     if info.audit.get("deduplicated"):
         text += "\n  dedupe: " + ("; ".join(dropped) or "nothing to drop")
     return out, text + "".join(f"\n  note: {n}" for n in info.notes if n not in dropped)
-
-
-def audit_sentence(report: dict) -> str:
-    within = ", ".join(f"{n} in {s}" for s, n in report["duplicates_within"].items() if n) or "none"
-    across = ", ".join(f"{d['n']} {k.replace('_in_', ' images also in ')} ({d['other_label']} with another label)"
-                       for k, d in report["duplicates_across"].items()) or "none"
-    blank = ", ".join(f"{n} in {s}" for s, n in report["blank"].items() if n) or "none"
-    return f"duplicate copies within a split: {within}; across splits: {across}; blank images: {blank}."
 
 
 @command("data list")
@@ -327,6 +320,26 @@ def cmd_sweep_start(args, store):
             f"Sweep {sweep['name']}: {len(sweep['runs'])} run(s) queued. {started.sentence(len(sweep['runs']))}")
 
 
+@command("report")
+def cmd_report(args, store):
+    from fercore.report import build_report, write_figures, write_report
+    out_path = Path(args.out)
+    if out_path.is_dir():
+        raise UsageError(f"{out_path} is a folder; give the report a file name, e.g. -o {out_path / 'report.html'}.")
+    report = build_report(store, args.runs, lesson=args.lesson, gallery=not args.no_mistakes)
+    size = write_report(report, out_path)
+    out = {"path": str(out_path), "bytes": size, "runs": [r.id for r in report.runs], "split": report.split,
+           "charts": len(report.charts), "lesson": report.lesson and report.lesson["group"]}
+    text = (f"Wrote {out_path} ({size / 1e6:.1f} MB): {len(report.runs)} run(s), {len(report.charts)} charts, "
+            f"read on {report.split}.")
+    if args.figures:
+        export = write_figures(report, Path(args.figures))
+        out["figures"] = export.to_json()
+        text += (f"\n  figures: {len(export.images)} images and {len(export.tables)} CSV tables in {args.figures}"
+                 + (f"\n  {export.note}" if export.note else ""))
+    return out, text
+
+
 # --- pretrained weights ----------------------------------------------------------------------------------
 @command("weights list")
 def cmd_weights_list(args, store):
@@ -500,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("--data", default="synthetic")
         x.add_argument("--epochs", type=int, default=None)
         x.add_argument("--fraction", type=float, default=None, help="fraction of the training data")
+
+    rp = sub.add_parser("report", parents=[common], help="one self-contained HTML report of runs or a lesson")
+    rp.add_argument("runs", nargs="*", metavar="RUN", help="run ids or names (up to 8)")
+    rp.add_argument("-o", "--out", required=True, help="the HTML file to write")
+    rp.add_argument("--lesson", default=None, help="a lesson's run group (as the Lessons page shows it): its question, "
+                    "what to watch for and its finding are added, and its runs unless RUNs are given too")
+    rp.add_argument("--figures", default=None, metavar="DIR",
+                    help="also write each chart as PNG and SVG (needs Chrome/Chromium) and each table as CSV")
+    rp.add_argument("--no-mistakes", action="store_true", help="leave out the gallery of misclassified faces")
 
     wt = group("weights", "list, fetch and import the pretrained ImageNet weights files")
     wt.add_parser("list", parents=[common], help="the files transfer learning starts from, and which are here")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.store.entities import RunStatus
-from fercore.ui import classify, figures, state
+from fercore.ui import classify, state
 
 state.require_app(__file__)
 st.title("What does the model see?")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.teach.ensemble import ensemble
-from fercore.ui import analysis, figures, state, tables
+from fercore.ui import analysis, state, tables
+from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
 st.title("Compare runs")
@@ -192,3 +193,4 @@ with state.shown_errors(f"The {view} view"):
 st.divider()
 st.download_button("Download this comparison as CSV", tables.comparison_csv(runs), file_name="comparison.csv",
                    mime="text/csv")
+report_buttons(store, ids, key="compare")

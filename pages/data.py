@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fercore.ui import analysis, figures, form, state, tables
+from fercore import figures
+from fercore.ui import analysis, form, state, tables
 
 state.require_app(__file__)
 st.title("Data")

@@ -7,11 +7,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import spawn
 from fercore.store.entities import RunStatus
-from fercore.ui import figures, form, state, tables, weights_panel
+from fercore.ui import form, state, tables, weights_panel
+from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
 st.title("Lessons")
@@ -93,6 +94,7 @@ def started_lessons() -> None:
                         st.error(f"{r.name} failed: {r.error}", icon=":material/error:")
                 if s["done"] and s["summary"]:
                     st.markdown(f"**What the runs showed.** {s['summary']}")
+                    report_buttons(store, [], key=f"lesson-{g}", lesson=g)
                 st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
                              query_params={"runs": ",".join(str(r.id) for r in runs[:8])})
 

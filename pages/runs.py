@@ -7,10 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore import fmt
+from fercore import figures, fmt
 from fercore.jobs import policy, spawn
 from fercore.store.entities import RunStatus
-from fercore.ui import figures, state, tables
+from fercore.ui import state, tables
+from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
 st.title("Runs")
@@ -157,6 +158,8 @@ def run_detail() -> None:
         st.write(f"Device {run.device or '-'}, {run.n_params or '-'} parameters, "
                  f"{fmt.duration(run.duration_s)}, created {run.created_at}.")
         st.json(run.config.to_dict(), expanded=False)
+    if run.epochs:
+        report_buttons(store, [run.id], key="run")
 
 
 def diagnosis(run) -> None:

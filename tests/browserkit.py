@@ -120,3 +120,46 @@ def wait_fully_drawn(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_function(FULLY_DRAWN_JS, timeout=timeout_ms, polling=50)
     page.wait_for_timeout(100)
     page.wait_for_function(FULLY_DRAWN_JS, timeout=timeout_ms, polling=50)
+
+
+# --- lab reports (fercore.report) --------------------------------------------------------------------------
+def open_offline(html_path: Path, screenshot: Path | None = None) -> dict:
+    """Open a report in chromium with every request that would leave the page aborted (and counted); wait for the
+    charts. Returns the charts, the charts with an SVG drawn, the requests refused, the faces shown, the
+    Reproduce text, the seconds to the first screen drawn and to every chart drawn, and the CPU
+    seconds of the renderer's main thread and process (the page's own cost, apart from waiting for a CPU)."""
+    sync_playwright, chromium = chromium_or_skip()
+    refused = []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            return r.continue_()
+        refused.append(r.request.url)
+        return r.abort()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route("**/*", route)
+        page.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else refused.append(req.url))
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")   # CPU time: what the page costs, apart from waiting for a CPU
+        t0 = time.perf_counter()
+        page.goto(html_path.resolve().as_uri())
+        failed = "document.getElementById('js-error').textContent !== ''"
+        page.wait_for_function(f"document.body.dataset.firstScreenDrawn === 'true' || {failed}", timeout=60_000)
+        first_screen = time.perf_counter() - t0
+        page.wait_for_function(f"document.body.dataset.chartsDrawn === 'true' || {failed}", timeout=60_000)
+        seconds = time.perf_counter() - t0
+        metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+        out = page.evaluate("""() => ({
+            error: document.getElementById('js-error').textContent,
+            charts: document.querySelectorAll('.chart').length,
+            drawn: [...document.querySelectorAll('.chart')].filter(c => c.querySelector('.main-svg')).length,
+            faces: [...document.querySelectorAll('.face img')].filter(i => i.complete && i.naturalWidth > 0).length,
+            reproduce: [...document.querySelectorAll('pre.reproduce')].map(p => p.innerText).join('\\n'),
+            headings: [...document.querySelectorAll('h2')].map(h => h.innerText)})""")
+        if screenshot:
+            page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return {**out, "refused": refused, "seconds": seconds, "first_screen": first_screen,
+            "cpu_s": metrics.get("ThreadTime"), "process_cpu_s": metrics.get("ProcessTime")}

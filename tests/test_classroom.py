@@ -259,7 +259,7 @@ def test_a_photo_without_a_face_says_one_thing(app_env, tmp_path):
 
 # --- 6. polish ------------------------------------------------------------------------------------------------
 def test_learning_curves_of_eight_runs_keep_their_plot_height():
-    from fercore.ui import figures
+    from fercore import figures
     one = figures.learning_curves([("a", [epoch_record(e, 1.0, 0.5) for e in (1, 2)])], "acc")
     eight = figures.learning_curves([(f"{i} · lesson-run-{i}", [epoch_record(e, 1.0, 0.5) for e in (1, 2)])
                                      for i in range(8)], "acc")
@@ -272,7 +272,7 @@ def test_learning_curves_of_eight_runs_keep_their_plot_height():
 
 
 def test_gradient_norm_charts_share_one_labelled_log_scale():
-    from fercore.ui import figures
+    from fercore import figures
     small = [{"epoch": 1, "grad_norms": {"a": 1e-4}}, {"epoch": 2, "grad_norms": {"a": 1e-3}}]
     large = [{"epoch": 1, "grad_norms": {"a": 10.0, "b": None}}]
     shared = figures.gradient_norm_range([small, large])

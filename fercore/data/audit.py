@@ -97,3 +97,12 @@ def dedupe(ds: FERDataset, hashes: np.ndarray | None = None) -> tuple[FERDataset
     out = FERDataset(ds.name, ds.source, list(ds.classes), ds.images[keep], ds.labels[keep], ds.split[keep],
                      ds.synthetic, list(ds.notes) + notes)
     return out, notes
+
+
+def audit_sentence(report: dict) -> str:
+    """The audit in one line, as `data import` prints it and the reports show it."""
+    within = ", ".join(f"{n} in {s}" for s, n in report["duplicates_within"].items() if n) or "none"
+    across = ", ".join(f"{d['n']} {k.replace('_in_', ' images also in ')} ({d['other_label']} with another label)"
+                       for k, d in report["duplicates_across"].items()) or "none"
+    blank = ", ".join(f"{n} in {s}" for s, n in report["blank"].items() if n) or "none"
+    return f"duplicate copies within a split: {within}; across splits: {across}; blank images: {blank}."

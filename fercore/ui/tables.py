@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fercore.config import RunConfig
-from fercore.store import Evaluation, Run
+from fercore.store import Run
+from fercore.teach.comparison import config_diff_frame, per_class_frame
+
+__all__ = ["config_diff_frame", "per_class_frame"]   # the Compare page's tables, shared with the reports
 
 # Run-table columns: the best/last/min of each metric, not just the last value.
 # "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint on val, with its TTA), the one
@@ -64,27 +66,6 @@ def filter_runs(df: pd.DataFrame, statuses=(), datasets=(), archs=(), text: str 
     return df
 
 
-def config_diff_frame(runs: list[Run]) -> pd.DataFrame:
-    """Settings that differ between the runs (rows) by run (columns); empty when all agree."""
-    defaults = RunConfig().to_dict()
-    configs = [r.config.to_dict() for r in runs]
-    keys = [k for k in defaults if k != "name" and any(_show(c[k]) != _show(configs[0][k]) for c in configs[1:])]
-    data = {f"{r.id} · {r.name}": [_show(c[k]) for k in keys] for r, c in zip(runs, configs)}
-    return pd.DataFrame(data, index=pd.Index(keys, name="setting"))
-
-
-def per_class_frame(runs: list[Run], evaluations: dict[int, Evaluation] | None = None) -> pd.DataFrame:
-    """Long format: run, class, precision, recall, f1, support (from `evaluations[run id]`, by default each
-    run's scored evaluation: test when it has one, else val)."""
-    rows = []
-    for r in runs:
-        ev = evaluations.get(r.id) if evaluations is not None else r.scored
-        for cls, m in (ev.per_class if ev else {}).items():
-            rows.append({"run": f"{r.id} · {r.name}", "class": cls, **{k: m.get(k) for k in
-                                                                            ("precision", "recall", "f1", "support")}})
-    return pd.DataFrame(rows, columns=["run", "class", "precision", "recall", "f1", "support"])
-
-
 def comparison_csv(runs: list[Run]) -> str:
     """One row per run: metrics, every differing setting, per-class F1: what a report table needs."""
     base = runs_frame(runs).set_index("id")
@@ -95,8 +76,3 @@ def comparison_csv(runs: list[Run]) -> str:
     out = base.join(diff.add_prefix("config "), how="left").join(pd.DataFrame.from_dict(f1, orient="index"),
                                                                how="left")
     return out.reset_index(names="id").to_csv(index=False)
-
-
-def _show(v):
-    """Lists shown as text, so that they compare and display as one cell."""
-    return ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v

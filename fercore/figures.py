@@ -1,4 +1,5 @@
-"""Plotly figures for the pages: pure functions of plain data (dicts, lists, arrays), no Streamlit.
+"""Plotly figures for the pages and the reports: pure functions of plain data (dicts, lists, arrays), no
+Streamlit (the one place each chart is drawn; below teach and ui so both reach it).
 
 One colour per run across every chart of a page (RUN_COLOURS by position), train dashed and val
 solid on learning curves, a diverging scale centred on 0 for differences.
