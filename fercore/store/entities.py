@@ -49,11 +49,13 @@ class Evaluation:
     predictions: tuple[int, ...] = ()        # only when asked for (full=True)
     targets: tuple[int, ...] = ()
     probs_path: str | None = None
+    precision: str | None = None             # fp32 (fercore.train.EVAL_PRECISION); None: recorded before it was
 
     def to_json(self, full: bool = False) -> dict:
         d = {"accuracy": self.accuracy, "n": self.n, "classes": list(self.classes),
              "confusion": [list(r) for r in self.confusion], "per_class": self.per_class, "split": self.split,
-             "dataset": self.dataset, "tta": self.tta, "created_at": self.created_at, "macro_f1": self.macro_f1}
+             "dataset": self.dataset, "tta": self.tta, "created_at": self.created_at, "macro_f1": self.macro_f1,
+             "precision": self.precision}
         if full:
             d.update(predictions=list(self.predictions), targets=list(self.targets), probs_path=self.probs_path)
         return d
