@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fercore import fmt
 from fercore.config import RunConfig, config_field, config_fields
+from fercore.data.audit import DEDUPE_MODES
 from fercore.data.dataset import SPLITS
 from fercore.errors import UsageError, UserError, is_user_error, user_message
 from fercore.predict import ATTRIBUTION_METHODS
@@ -84,7 +85,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def cmd_data_import(args, store):
     from fercore.data import import_dataset
     name = args.name or ("synthetic" if args.src == "synthetic" else None)
-    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", False))
+    info = import_dataset(args.src, store, name, dedupe=args.dedupe)
     out = {**info.to_json(), "rows": sum(info.splits.values())}
     text = (f"Imported {out['rows']} images as {info.name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
             + ".\n  audit: " + audit_sentence(info.audit))
@@ -99,7 +100,16 @@ def audit_sentence(report: dict) -> str:
     across = ", ".join(f"{d['n']} {k.replace('_in_', ' images also in ')} ({d['other_label']} with another label)"
                        for k, d in report["duplicates_across"].items()) or "none"
     blank = ", ".join(f"{n} in {s}" for s, n in report["blank"].items() if n) or "none"
-    return f"duplicate copies within a split: {within}; across splits: {across}; blank images: {blank}."
+    text = f"duplicate copies within a split: {within}; across splits: {across}; blank images: {blank}."
+    near = report.get("near_duplicates")
+    if near:
+        near_within = ", ".join(f"{n} in {s}" for s, n in near["within"].items() if n) or "none"
+        near_across = ", ".join(f"{d['n']} {k.replace('_in_', ' images near copies of ')}"
+                                for k, d in near["across"].items()) or "none"
+        text += (f"\n  near copies (dHash within {near['hash_bits']} bits and pixel correlation at least "
+                 f"{near['correlation']}), beyond the identical ones: {near['extra']} in all; within a split: "
+                 f"{near_within}; across splits: {near_across}.")
+    return text
 
 
 @command("data list")
@@ -423,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = data.add_parser("import", parents=[common], help="import a CSV, folder, zip or `synthetic`")
     a.add_argument("src")
     a.add_argument("--name")
-    a.add_argument("--dedupe", action="store_true", help="drop val/test images that are copies of images of an "
-                   "earlier split, and blank images (see the audit that import prints)")
+    a.add_argument("--dedupe", nargs="?", const="exact", choices=DEDUPE_MODES, default=None,
+                   help="drop val/test images that are copies of images of an earlier split, and blank images (see the "
+                   "audit that import prints); `--dedupe near` also drops near copies (re-saved, re-cropped)")
     data.add_parser("list", parents=[common])
 
     t = sub.add_parser("train", parents=[common], help="train a run (foreground) or queue it")
