@@ -140,3 +140,24 @@ def test_fer2013_val_from_train_holds_no_image_whose_pixels_are_in_train(db, cap
     val = pixel_hashes(out.arrays("val")[0]).tolist()
     assert len(val) > 5000 and not train & set(val)
     assert seconds < 30, f"grouping copies for the split took {seconds:.1f} s"
+
+
+def test_the_data_page_shows_near_copies_and_imports_without_them(tmp_path, monkeypatch):
+    from test_app import open_page
+    monkeypatch.setenv("FER_AUTOSTART_WORKER", "0")
+    monkeypatch.setenv("FER_DB_URL", str(tmp_path / "runs.db"))
+    faces = photos("synthetic:140:4")
+    faces.split[100:] = 1
+    faces.images[100:110] = [resaved(x) for x in faces.images[:10]]
+    store = RunStore(str(tmp_path / "runs.db"))
+    store.add_dataset(faces, "near-copies", audit={**audit(faces), "deduplicated": False, "dropped": []})
+    at = open_page("pages/data.py", data_pick="near-copies")
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Near copies (beyond identical ones)"] == "10"
+    assert any("Near copies side by side" in c for i in at.image for c in i.captions), "the pairs are shown"
+    at.checkbox(key="data_dedupe").check().run()
+    at.checkbox(key="data_dedupe_near").check().run()
+    at.button[[b.label for b in at.button].index("Create the synthetic set")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert store.dataset_info("synthetic").audit["dedupe"] == "near"
