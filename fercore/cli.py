@@ -142,7 +142,7 @@ def cmd_train(args, store):
         run = execute_run(store, run.id, device=args.device)
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")
-    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy,
+    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy, "accuracy_split": run.accuracy_split,
            "val": run.val and {"accuracy": run.val.accuracy, "n": run.val.n},
            "test": run.test and {"accuracy": run.test.accuracy, "n": run.test.n}}
     return out, f"Run {run.label}: {run.status}, {fmt.accuracy_label(run)}"
@@ -258,7 +258,8 @@ def cmd_evaluate(args, store):
     from fercore.metrics import public_evaluation
     from fercore.predict.predictor import evaluate_run
     ev = public_evaluation(evaluate_run(store, args.run, args.data, args.split, tta=args.tta))
-    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({ev['scored']}, tta {ev['tta']})"]
+    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({ev['scored']}, tta {ev['tta']}, "
+             f"{ev['precision']})"]
     lines += [f"  {c:<10} precision {_pct(m['precision'])} recall {_pct(m['recall'])} f1 {_pct(m['f1'])}"
               for c, m in ev["per_class"].items()]
     return ev, "\n".join(lines)

@@ -131,7 +131,8 @@ def test_entities_are_frozen_and_their_json_keeps_the_cli_shapes(db):
     assert isinstance(got.config, RunConfig) and got.status is RunStatus.FINISHED
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.name = "renamed"
-    assert got.accuracy == 0.4 and got.test_accuracy == 0.35 and got.scored.split == "test"
+    assert got.accuracy == 0.35 and got.accuracy_split == "test" and got.scored.split == "test"   # test, val beside
+    assert got.val_accuracy == 0.4 and got.test_accuracy == 0.35
     shown = json.loads(json.dumps(got.to_json(epochs=True)))
     assert {"id", "name", "status", "config", "classes", "epochs", "test"} <= set(shown)
     assert shown["status"] == "finished" and shown["config"]["classes"] == ["happy", "sad"]
