@@ -85,7 +85,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def cmd_data_import(args, store):
     from fercore.data import import_dataset
     name = args.name or ("synthetic" if args.src == "synthetic" else None)
-    info = import_dataset(args.src, store, name, dedupe=args.dedupe)
+    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", None))
     out = {**info.to_json(), "rows": sum(info.splits.values())}
     text = (f"Imported {out['rows']} images as {info.name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
             + ".\n  audit: " + audit_sentence(info.audit))

@@ -212,6 +212,8 @@ class CopyUnits:
 def prepare_for_run(ds: FERDataset, config: RunConfig) -> FERDataset:
     """Apply a run config's data settings: class subset, split mode, training fraction. Training and every
     later evaluation of the run call this, so a run's val and test are always the same rows."""
+    if config.split != "usage" and config.split_copies != "ignore":
+        ds.copy_groups(near=config.split_copies == "near")   # found once on the whole dataset (a page's cached one)
     if config.classes:
         ds = ds.subset_classes(config.classes)
     if config.split == "random":
