@@ -61,22 +61,26 @@ def dhashes(images: np.ndarray, chunk: int = 2048) -> np.ndarray:
 
 def near_pairs(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> np.ndarray:
     """(i, j) with i < j for every pair whose hashes differ in at most `max_bits` bits, as an (M, 2) array.
-    Pigeonhole: split the 64 bits into max_bits + 1 bands; two hashes that close agree exactly on one band at
-    least, so only images that share a band value are compared."""
+    Pigeonhole: deal the 64 bits into max_bits + 1 bands; two hashes that close agree exactly on one band at
+    least, so only images that share a band value are compared. Each band takes every (max_bits + 1)-th bit, so
+    it samples the whole thumbnail: a band of one region (a plain background) would put thousands in a bucket."""
     hashes = np.asarray(hashes, dtype=np.uint64)
-    edges = np.linspace(0, 64, max_bits + 2).astype(int)
+    n_bands = max_bits + 1
     found = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        key = (hashes >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
+    for band in range(n_bands):
+        key = np.zeros(len(hashes), dtype=np.uint64)
+        for j, bit in enumerate(range(band, 64, n_bands)):
+            key |= ((hashes >> np.uint64(bit)) & np.uint64(1)) << np.uint64(j)
         order = np.argsort(key, kind="stable")
         starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
         sizes = np.diff(np.r_[starts, len(order)])
         for size in np.unique(sizes[(sizes > 1) & (sizes <= MAX_BUCKET)]):
             members = order[starts[sizes == size][:, None] + np.arange(size)]    # (buckets, size)
             a, b = _pairs_of(int(size))
-            i, j = members[:, a].ravel(), members[:, b].ravel()
-            close = np.bitwise_count(hashes[i] ^ hashes[j]) <= max_bits
-            found.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1)[close])
+            in_bucket = hashes[members]
+            bucket, pair = np.nonzero(np.bitwise_count(in_bucket[:, a] ^ in_bucket[:, b]) <= max_bits)
+            i, j = members[bucket, a[pair]], members[bucket, b[pair]]
+            found.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found), axis=0).astype(np.int64)
