@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fercore import fmt
 from fercore.config import RunConfig, config_field, config_fields
+from fercore.data.audit import DEDUPE_MODES
 from fercore.data.dataset import SPLITS
 from fercore.errors import UsageError, UserError, is_user_error, user_message
 from fercore.predict import ATTRIBUTION_METHODS
@@ -85,7 +86,7 @@ def cmd_data_import(args, store):
     from fercore.data import import_dataset
     from fercore.data.audit import audit_sentence
     name = args.name or ("synthetic" if args.src == "synthetic" else None)
-    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", False))
+    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", None))
     out = {**info.to_json(), "rows": sum(info.splits.values())}
     text = (f"Imported {out['rows']} images as {info.name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
             + ".\n  audit: " + audit_sentence(info.audit))
@@ -122,7 +123,7 @@ def cmd_train(args, store):
     run = execute_run(store, run.id, device=args.device)   # with a lease and a heartbeat of its own; Ctrl-C cancels
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")
-    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy,
+    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy, "accuracy_split": run.accuracy_split,
            "val": run.val and {"accuracy": run.val.accuracy, "n": run.val.n},
            "test": run.test and {"accuracy": run.test.accuracy, "n": run.test.n}}
     return out, f"Run {run.label}: {run.status}, {fmt.accuracy_label(run)}"
@@ -239,7 +240,8 @@ def cmd_evaluate(args, store):
     from fercore.metrics import public_evaluation
     from fercore.predict.predictor import evaluate_run
     ev = public_evaluation(evaluate_run(store, args.run, args.data, args.split, tta=args.tta))
-    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({ev['scored']}, tta {ev['tta']})"]
+    lines = [f"accuracy {_pct(ev['accuracy'])} on {ev['n']} images ({ev['scored']}, tta {ev['tta']}, "
+             f"{ev['precision']})"]
     lines += [f"  {c:<10} precision {_pct(m['precision'])} recall {_pct(m['recall'])} f1 {_pct(m['f1'])}"
               for c, m in ev["per_class"].items()]
     return ev, "\n".join(lines)
@@ -433,8 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = data.add_parser("import", parents=[common], help="import a CSV, folder, zip or `synthetic`")
     a.add_argument("src")
     a.add_argument("--name")
-    a.add_argument("--dedupe", action="store_true", help="drop val/test images that are copies of images of an "
-                   "earlier split, and blank images (see the audit that import prints)")
+    a.add_argument("--dedupe", nargs="?", const="exact", choices=DEDUPE_MODES, default=None,
+                   help="drop val/test images that are copies of images of an earlier split, and blank images (see the "
+                   "audit that import prints); `--dedupe near` also drops near copies (re-saved, re-cropped)")
     data.add_parser("list", parents=[common])
 
     t = sub.add_parser("train", parents=[common], help="train a run (foreground) or queue it")

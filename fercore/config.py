@@ -23,6 +23,9 @@ SPLIT_MODES = ("usage", "random", "val_from_train")
 MAX_FILTERS = 2048
 MAX_FC_UNITS = 8192
 MAX_LAYERS = 8
+# Settings added since runs were first stored, whose default is not what the lab did before them: a config stored
+# without one is read with the old behaviour, so that an old run's val and test stay the rows it was scored on.
+STORED_BEFORE = {"split_copies": "ignore"}
 
 
 
@@ -52,6 +55,11 @@ class RunConfig:
     val_fraction: float = _f(0.1, "Share of the training images carved out as val (split=val_from_train).",
                              lo=0.01, hi=0.5, group="data")
     split_seed: int = _f(0, "Seed of the random split or of the carved val.", lo=0, group="data")
+    split_copies: str = _f("near", "How the random and val_from_train splits treat copies of one image: near: every "
+                           "copy, pixel-identical or near (re-saved, re-cropped), lands in one split; exact: only "
+                           "pixel-identical copies kept together; ignore: image by image, so copies leak across "
+                           "splits (runs from before this setting keep it).", choices=("near", "exact", "ignore"),
+                           group="data")
     data_fraction: float = _f(1.0, "Fraction of the training images to use (for quick CPU runs).",
                               lo=0.001, hi=1.0, group="data")
     # --- architecture
@@ -182,9 +190,9 @@ class RunConfig:
     @classmethod
     def from_stored(cls, d: dict) -> RunConfig:
         """A config as an older version of the lab stored it: settings it no longer has are dropped, settings
-        added since take their defaults."""
+        added since take their defaults, or what the lab did before them (STORED_BEFORE)."""
         known = {f.name for f in fields(cls)}
-        return cls.from_dict({k: v for k, v in d.items() if k in known})
+        return cls.from_dict({**STORED_BEFORE, **{k: v for k, v in d.items() if k in known}})
 
     def replace(self, **changes) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})

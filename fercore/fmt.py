@@ -30,10 +30,16 @@ def run_label(run) -> str:
 
 
 def accuracy_label(run) -> str:
-    """The accuracy of a run (`Run.accuracy`: its chosen checkpoint on val with its TTA), with test beside it
-    when the run has a test split: 'val 60.1 % · test 59.3 %', or 'not evaluated'."""
-    parts = [f"{name} {pct(v)}" for name, v in (("val", run.accuracy), ("test", run.test_accuracy)) if _finite(v)]
+    """The accuracy of a run (`Run.accuracy`) with the split it is on, and val beside test where the run has both:
+    '63.1 % test · 62.0 % val', '62.0 % val', or 'not evaluated'."""
+    parts = [f"{pct(v)} {name}" for name, v in (("test", run.test_accuracy), ("val", run.val_accuracy))
+             if _finite(v)]
     return " · ".join(parts) or "not evaluated"
+
+
+def headline_accuracy(run) -> str:
+    """The one number, for chips and titles: '63.1 % (test)', '62.0 % (val)', or 'not evaluated'."""
+    return f"{pct(run.accuracy)} ({run.accuracy_split})" if _finite(run.accuracy) else "not evaluated"
 
 
 def classes_text(classes) -> str:

@@ -37,6 +37,9 @@ from fercore.metrics import evaluation_record
 from fercore.models import build_model, gradient_layers, model_info
 
 REPORT_EVERY_S = 1.0   # progress (and the only host syncs of a step) at most this often
+# The precision of every recorded evaluation (a run's final val and test, and `evaluate`), whatever the device
+# trained in: bf16 autocast flips a few close calls, so a run's stored confusion could not be reproduced.
+EVAL_PRECISION = "fp32"
 
 
 class Cancelled(Exception):
@@ -158,10 +161,13 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
                        "fingerprint": dataset.fingerprint(), **model_info(model)})
     progress = _Progress()
     if resume:
-        progress = _restore(resume, model, optimizer, scheduler, gen, device)
+        progress = _restore(resume, model, optimizer, scheduler)
     loop.t_start = time.perf_counter() - progress.elapsed
 
-    for epoch in range(progress.epoch + 1, config.epochs + 1):
+    # a run restored after its early stop trains no further epoch
+    last_epoch = progress.epoch if progress.stopped_early else config.epochs
+    for epoch in range(progress.epoch + 1, last_epoch + 1):
+        seed_epoch(config.seed, epoch, gen)
         record = train_one_epoch(loop, train, epoch)
         val_probs = predict_probs(net, val.x, eval_tf, batch_size * 2, amp, "none")
         record.update(val_metrics(config, val_probs, val.y, weights))
@@ -171,9 +177,10 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
         if scheduler is not None and config.schedule == "plateau":
             scheduler.step(record["val_loss"])
         progress.elapsed = time.perf_counter() - loop.t_start
-        recorder.on_checkpoint(_snapshot(progress, model, optimizer, scheduler, gen, device))
-        if config.early_stopping and progress.since_best >= config.early_stopping:
-            progress.stopped_early = True
+        # decided before the snapshot, so that the snapshot knows: a crash after an early stop must not train on
+        progress.stopped_early = bool(config.early_stopping) and progress.since_best >= config.early_stopping
+        recorder.on_checkpoint(_snapshot(progress, model, optimizer, scheduler, config.seed))
+        if progress.stopped_early:
             break
 
     # --- the checkpoint chosen on val; test evaluated once, with the configured TTA
@@ -182,8 +189,8 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
     result = FitResult(model=model, classes=classes, mean=mean, std=std, epochs=progress.history,
                        best_epoch=progress.best_epoch, stopped_early=progress.stopped_early)
     for split, part in (("val", val), ("test", test)):
-        if len(part):
-            result.probs[split], result.evaluations[split] = evaluate(net, part, eval_tf, batch_size * 2, amp,
+        if len(part):   # the plain model in fp32, as `evaluate` scores it later (EVAL_PRECISION)
+            result.probs[split], result.evaluations[split] = evaluate(model, part, eval_tf, batch_size * 2,
                                                                       config.tta, classes)
             result.evaluations[split]["best_epoch"] = progress.best_epoch
             recorder.on_evaluation(split, result.evaluations[split])
@@ -267,11 +274,11 @@ def train_one_epoch(loop: _Loop, train: Batches, epoch: int) -> dict:
             "grad_norms": {k: float(v) / max(grad_n, 1) for k, v in grad_sums.items()}}
 
 
-def evaluate(model, part: Batches, eval_tf, batch_size: int, amp: bool, tta: str,
+def evaluate(model, part: Batches, eval_tf, batch_size: int, tta: str,
              classes: list[str]) -> tuple[np.ndarray, dict]:
-    """Probabilities (with the run's TTA) and the evaluation record of one split."""
-    probs = predict_probs(model, part.x, eval_tf, batch_size, amp, tta).cpu().numpy()
-    return probs, evaluation_record(probs, part.y.cpu().numpy(), classes, tta)
+    """Probabilities (with the run's TTA) and the evaluation record of one split, in EVAL_PRECISION."""
+    probs = predict_probs(model, part.x, eval_tf, batch_size, False, tta).cpu().numpy()
+    return probs, {**evaluation_record(probs, part.y.cpu().numpy(), classes, tta), "precision": EVAL_PRECISION}
 
 
 def val_metrics(config: RunConfig, probs: torch.Tensor, y: torch.Tensor, weights) -> dict:
@@ -331,31 +338,44 @@ class _Progress:
             self.since_best += 1
 
 
-def _snapshot(progress: _Progress, model, optimizer, scheduler, gen: torch.Generator, device) -> dict:
-    """Everything needed to continue after this epoch as if training had never stopped."""
-    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random draws (shuffle, augmentation, dropout, mixup), from the run's seed."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_epoch(seed: int, epoch: int, gen: torch.Generator) -> None:
+    """Reseed every generator the loop draws from at the start of an epoch. A snapshot then needs no generator
+    state at all (just the epoch), so it carries nothing device-specific: the state of a CUDA generator (16
+    bytes) cannot be restored into a CPU one (5,056 bytes) or back, and a run must resume on whatever device
+    the next worker has. On one device, a resumed run draws exactly what the uninterrupted run drew."""
+    s = epoch_seed(seed, epoch)
+    torch.manual_seed(s)   # the global generators: dropout, mixup's lambda (and every CUDA device's)
+    gen.manual_seed(s)     # the loop's own: shuffling, augmentation, mixup's pairing
+
+
+def _snapshot(progress: _Progress, model, optimizer, scheduler, seed: int) -> dict:
+    """Everything needed to continue after this epoch as if training had never stopped. Random state is two
+    integers (see `seed_epoch`), and whether early stopping has ended the run."""
     return {"epoch": progress.epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {}, "rng": rng,
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "rng": {"seed": int(seed), "reseeded_each_epoch": True},
             "best": {"acc": progress.best_acc, "epoch": progress.best_epoch, "since": progress.since_best,
                      "state": progress.best_state or {}},
-            "elapsed": progress.elapsed}
+            "stopped_early": progress.stopped_early, "elapsed": progress.elapsed}
 
 
-def _restore(state: dict, model, optimizer, scheduler, gen: torch.Generator, device) -> _Progress:
+def _restore(state: dict, model, optimizer, scheduler) -> _Progress:
+    """The progress a snapshot describes. Its random state needs no restoring: each epoch reseeds from (seed,
+    epoch); snapshots written before that (with device-specific generator states) are read too, their generator
+    states ignored."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"]:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    gen.set_state(state["rng"]["generator"])
-    if device.type == "cuda" and "cuda" in state["rng"]:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
     best = state["best"]
     return _Progress(epoch=int(state["epoch"]), best_acc=float(best["acc"]), best_epoch=int(best["epoch"]),
                      best_state=best["state"] or None, since_best=int(best["since"]),
-                     elapsed=float(state.get("elapsed", 0.0)))
+                     stopped_early=bool(state.get("stopped_early", False)), elapsed=float(state.get("elapsed", 0.0)))
 
 
 # --- optimiser, schedule, loss ----------------------------------------------------------------------------

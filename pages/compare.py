@@ -93,7 +93,7 @@ def confusion_view() -> None:
     for i, r in enumerate(tested):
         ev = evals[r.id]
         cols[i % 2].plotly_chart(figures.confusion_heatmap(ev.confusion, ev.classes, normal,
-                                                           f"{labels[r.id]}: {fmt.pct(ev.accuracy)}"),
+                                                           f"{labels[r.id]}: {fmt.pct(ev.accuracy)} {ev.split}"),
                                  key=f"cm-{r.id}")
     same = [r for r in tested if evals[r.id].classes == evals[tested[0].id].classes]
     if len(same) >= 2:

@@ -35,8 +35,9 @@ def import_source(src: str, name: str, source: str | None = None) -> None:
     from fercore.data import import_dataset
     st.session_state.pop(IMPORTED, None)   # a failed import must not sit under the last one's success
     with st.spinner("Importing and auditing... (the full FER2013 takes a few seconds)"):
-        info = import_dataset(src, store, name.strip() or None, dedupe=st.session_state.get("data_dedupe", False),
-                              source=source)
+        dedupe = st.session_state.get("data_dedupe", False) and \
+            ("near" if st.session_state.get("data_dedupe_near") else "exact")
+        info = import_dataset(src, store, name.strip() or None, dedupe=dedupe, source=source)
     splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
     # Said below the import box, which folds once a dataset exists: the outcome must not hide inside it.
     st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).",
@@ -51,6 +52,10 @@ with st.expander("Import a dataset", expanded=st.session_state["_data_import_ope
     st.checkbox("Drop duplicates (val/test images that are copies of training images) and blank images",
                 key="data_dedupe", help="FER2013 repeats itself: 280 of its 3,589 PublicTest images are training "
                                         "images. A model scores them from memory, which inflates val accuracy.")
+    st.checkbox("... and near copies too (the same photo re-saved, re-cropped or brightened)", key="data_dedupe_near",
+                disabled=not st.session_state.get("data_dedupe"),
+                help="Found by a perceptual hash (dHash) and confirmed by the pixels: FER2013 has about 150 PublicTest "
+                     "images that are near copies of training images, beyond the 280 identical ones.")
     up_tab, path_tab, synth_tab = st.tabs(["Upload a file", "A path on the server", "Synthetic demo faces"])
     with up_tab:
         up = st.file_uploader(f"fer2013.csv (or .csv.gz, icml_face_data.csv), or a .zip of <split>/<class>/ images, "
@@ -114,23 +119,35 @@ if not audit:
     st.caption("This dataset was imported before the lab audited imports; import it again to see its duplicates.")
 else:
     across = audit.get("duplicates_across", {})
-    c1, c2, c3 = st.columns(3)
+    near = audit.get("near_duplicates") or {}
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("Extra copies inside a split", f"{sum(audit.get('duplicates_within', {}).values()):,}")
     c2.metric("Val/test images also in an earlier split",
               f"{sum(d['n'] for d in across.values()):,}",
               help=", ".join(f"{k.replace('_in_', ' in ')}: {d['n']} ({d['other_label']} with another label)"
                              for k, d in across.items()) or None)
     c3.metric("Blank images", f"{sum(audit.get('blank', {}).values()):,}")
+    if near:
+        c4.metric("Near copies (beyond identical ones)", f"{near['extra']:,}",
+                  help=f"The same photo re-saved, re-cropped or brightened: dHashes within {near['hash_bits']} of 64 "
+                       f"bits and pixels correlated at least {near['correlation']}. Across splits: "
+                       + (", ".join(f"{k.replace('_in_', ' in ')}: {d['n']} ({d['other_label']} with another label)"
+                                    for k, d in near["across"].items()) or "none") + ".")
+    dropped = "; ".join(audit.get("dropped") or []) or "nothing to drop"
     st.caption("A val or test image that is also a training image is scored from memory, not from what the "
                "network learned, so val accuracy is inflated and choosing the checkpoint on val partly rewards "
-               "memorising. " + ("This dataset was deduplicated at import: " + "; ".join(audit["dropped"]) + "."
-                                 if audit.get("deduplicated") else
-                                 "Import it again with 'Drop duplicates' ticked to score on unseen images only."))
-    pairs = audit.get("pairs") or []
-    if pairs and not audit.get("deduplicated"):
-        shown = [i for pair in pairs for i in pair if i < len(ds)]
-        st.image(analysis.mosaic(ds.images[shown], columns=min(len(shown), 12), scale=2),
-                 caption="Pairs side by side: a training image, then the val/test image with the same pixels")
+               "memorising. The random splits keep every copy of an image, identical or near, in one split. "
+               + (f"This dataset was deduplicated at import ({audit.get('dedupe') or 'exact'} copies): {dropped}."
+                  if audit.get("deduplicated") else
+                  "Import it again with 'Drop duplicates' ticked to score on unseen images only."))
+    if not audit.get("deduplicated"):   # the pairs' indices are the imported rows, before any drop
+        for pairs, caption in ((audit.get("pairs"), "Pairs side by side: a training image, then the val/test image "
+                                                    "with the same pixels"),
+                               (near.get("pairs"), "Near copies side by side: an image, then its near copy in a "
+                                                   "later split (or the same one)")):
+            shown = [i for pair in pairs or [] for i in pair if i < len(ds)]
+            if shown:
+                st.image(analysis.mosaic(ds.images[shown], columns=min(len(shown), 12), scale=2), caption=caption)
 
 # --- balance and samples ----------------------------------------------------------------------------------
 st.subheader("Class balance")

@@ -87,8 +87,9 @@ def started_lessons() -> None:
                 st.markdown(f"**{s['title']}** · `{g}` · {ended}/{len(runs)} runs ended")
                 st.progress(ended / max(len(runs), 1))
                 st.caption(" · ".join(f"{r.name}: {r.status}" + (
-                    f" ({fmt.pct(r.summary.get('best_val_acc'))} val)" if r.summary.get("best_val_acc") else "")
-                    for r in runs))
+                    f" {fmt.headline_accuracy(r)}" if r.scored else
+                    f" (best val so far {fmt.pct(r.summary.get('best_val_acc'))})" if r.summary.get("best_val_acc")
+                    else "") for r in runs))
                 for r in runs:   # a failure is news at once, not when the whole lesson has ended
                     if r.status == RunStatus.FAILED and r.error:
                         st.error(f"{r.name} failed: {r.error}", icon=":material/error:")

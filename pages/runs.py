@@ -140,6 +140,9 @@ def run_detail() -> None:
         st.session_state["diagnose_run"] = next((i for i, r in by_id.items() if r.status.final), next(iter(by_id)))
     rid = st.selectbox("Run", list(by_id), format_func=lambda i: fmt.run_label(by_id[i]), key="diagnose_run")
     run = store.get_run(rid, epochs=True)
+    if run.scored:
+        st.markdown(f"**Accuracy: {fmt.accuracy_label(run)}** (its chosen checkpoint, tta {run.scored.tta}"
+                    + (f", {run.scored.precision}" if run.scored.precision else "") + ")")
     if run.error:
         st.error(f"{run.name} {run.status}: {run.error}")
     if policy.can_resume(store, run) and st.button(f"Resume {run.name} from its last finished epoch", key="resume_run",

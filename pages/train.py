@@ -105,8 +105,7 @@ def queue() -> None:
     if recent:
         lines = []
         for r in recent:
-            test = r.test_accuracy
-            line = f"**{r.name}**: {r.status}" + (f", test accuracy {fmt.pct(test)}" if test is not None else "")
+            line = f"**{r.name}**: {r.status}" + (f", accuracy {fmt.accuracy_label(r)}" if r.scored else "")
             lines.append(line + (f" :red[({r.error})]" if r.error and r.status == RunStatus.FAILED else ""))
         st.markdown("Recently ended:  \n" + "  \n".join(lines))
 

@@ -148,6 +148,8 @@ def test_every_page_renders_with_runs(app_env, lab_db):
     table = runs.dataframe[0].value
     assert set(table["name"]) >= {"tiny", "fake-0", "fake-1", "diverged", "training-now"}
     assert "best val acc" in table.columns and "test acc" in table.columns
+    tiny = table[table["name"] == "tiny"].iloc[0]   # the number people read is test, and the table says so
+    assert tiny["scored on"] == "test" and tiny["accuracy"] == tiny["test acc"] and tiny["val acc"] > 0
     assert any("training-now" in p.text for p in runs.get("progress")), "live progress of the running run"
     for page in PAGES:
         at = open_page(page)

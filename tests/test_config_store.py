@@ -106,7 +106,8 @@ def test_old_database_is_upgraded_in_place(db):
     store = RunStore(db)
     assert store.schema_version() >= 1
     run = store.get_run("old")
-    assert run.status == RunStatus.FINISHED and run.summary == {} and run.config == RunConfig()
+    # an old run's config takes today's defaults, except where the lab did otherwise then (its split kept)
+    assert run.status == RunStatus.FINISHED and run.summary == {} and run.config == RunConfig(split_copies="ignore")
     store.update_run(run.id, progress={"phase": "done"})
     assert store.get_run("old").progress == {"phase": "done"}
     new = store.create_run(RunConfig(name="new"), status=RunStatus.RUNNING)   # ids go on after the old rows
@@ -135,7 +136,8 @@ def test_entities_are_frozen_and_their_json_keeps_the_cli_shapes(db):
     assert isinstance(got.config, RunConfig) and got.status is RunStatus.FINISHED
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.name = "renamed"
-    assert got.accuracy == 0.4 and got.test_accuracy == 0.35 and got.scored.split == "test"
+    assert got.accuracy == 0.35 and got.accuracy_split == "test" and got.scored.split == "test"   # test, val beside
+    assert got.val_accuracy == 0.4 and got.test_accuracy == 0.35
     shown = json.loads(json.dumps(got.to_json(epochs=True)))
     assert {"id", "name", "status", "config", "classes", "epochs", "test"} <= set(shown)
     assert shown["status"] == "finished" and shown["config"]["classes"] == ["happy", "sad"]

@@ -88,7 +88,7 @@ def test_cancel_stops_within_a_batch(faces, tiny, monkeypatch):
 def test_nan_loss_raises_diverged_with_a_reason(faces, tiny):
     rec = Collect()
     with pytest.raises(TrainingDiverged, match="learning rate"):
-        fit(tiny.replace(optimizer="sgd", lr=50.0, momentum=0.9, batchnorm=False, epochs=5), faces, rec)
+        fit(tiny.replace(optimizer="sgd", lr=100.0, momentum=0.9, batchnorm=False, epochs=5), faces, rec)
     assert rec.epochs and np.isnan(rec.epochs[-1]["train_loss"]), "the diverged epoch is still recorded"
 
 

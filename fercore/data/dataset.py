@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fercore.config import RunConfig
+from fercore.data import copies
 from fercore.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -28,6 +29,8 @@ class FERDataset:
     split: np.ndarray           # (N,) uint8, index into SPLITS
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)   # e.g. "3 unreadable images skipped"
+    # copy groups found so far ("exact"/"near" -> a group id per image), kept through class subsets
+    _copy_groups: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
@@ -71,6 +74,15 @@ class FERDataset:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
+    def copy_groups(self, near: bool = True) -> np.ndarray:
+        """A group id per image: images with one id are copies of one image, pixel for pixel or (with `near`) near
+        copies too (fercore.data.copies). Computed once per dataset."""
+        if "exact" not in self._copy_groups:
+            self._copy_groups["exact"] = copies.exact_groups(copies.pixel_hashes(self.images))
+        if near and "near" not in self._copy_groups:
+            self._copy_groups["near"] = copies.near_groups(self.images, self._copy_groups["exact"])
+        return self._copy_groups["near" if near else "exact"]
+
     # --- derived datasets
     def subset_classes(self, classes: list[str] | tuple[str, ...]) -> FERDataset:
         """Keep only the named classes, relabelled 0..k-1 in the given order."""
@@ -86,33 +98,60 @@ class FERDataset:
         new_labels = remap[self.labels]
         keep = new_labels >= 0
         return FERDataset(self.name, self.source, list(classes), self.images[keep], new_labels[keep],
-                          self.split[keep], self.synthetic, list(self.notes))
+                          self.split[keep], self.synthetic, list(self.notes),
+                          {k: g[keep] for k, g in self._copy_groups.items()})
 
-    def resplit(self, ratios: tuple[float, ...], seed: int) -> FERDataset:
-        """Stratified random split of all images with the given train/val(/test) ratios."""
+    def resplit(self, ratios: tuple[float, ...], seed: int, copies_kept: str = "near") -> FERDataset:
+        """Stratified random split of all images with the given train/val(/test) ratios. `copies_kept`: "near"
+        puts every copy of an image, exact or near, in one split, "exact" only pixel-identical ones, "ignore" splits
+        image by image (as the lab did before: runs stored then keep their split)."""
         rng = np.random.default_rng(seed)
-        split = np.zeros(len(self), dtype=np.uint8)
         r = np.asarray(ratios, dtype=float) / sum(ratios)
         bounds = np.cumsum(r)[:-1]
-        for c in range(len(self.classes)):
-            idx = np.flatnonzero(self.labels == c)
-            rng.shuffle(idx)
-            cuts = np.round(bounds * len(idx)).astype(int)
-            for s, part in enumerate(np.split(idx, cuts)):
-                split[part] = s
-        return FERDataset(self.name, self.source, list(self.classes), self.images, self.labels, split,
-                          self.synthetic, list(self.notes))
+        if copies_kept == "ignore":
+            split = np.zeros(len(self), dtype=np.uint8)
+            for c in range(len(self.classes)):
+                idx = np.flatnonzero(self.labels == c)
+                rng.shuffle(idx)
+                cuts = np.round(bounds * len(idx)).astype(int)
+                for s, part in enumerate(np.split(idx, cuts)):
+                    split[part] = s
+            return self._with_split(split)
+        units = self._copy_units(np.ones(len(self), dtype=bool), copies_kept)
+        part = np.zeros(units.n, dtype=np.uint8)
+        for g in units.by_class(rng):
+            size = units.sizes[g]
+            middle = np.cumsum(size) - size / 2   # a group goes where its middle image falls
+            part[g] = np.searchsorted(bounds * size.sum(), middle, side="right")
+        return self._with_split(units.spread(part, self.split))
 
-    def carve_val(self, fraction: float, seed: int) -> FERDataset:
-        """Move a stratified `fraction` of the training images to val; test (the source's own) is untouched."""
+    def carve_val(self, fraction: float, seed: int, copies_kept: str = "near") -> FERDataset:
+        """Move a stratified `fraction` of the training images to val; test (the source's own) is untouched.
+        `copies_kept` as in `resplit`: with "near" or "exact", copies of one training image move together."""
         rng = np.random.default_rng(seed)
         split = self.split.copy()
-        for c in range(len(self.classes)):
-            idx = np.flatnonzero((self.labels == c) & (self.split == 0))
-            n = int(round(len(idx) * fraction))
-            split[rng.choice(idx, size=min(n, max(len(idx) - 1, 0)), replace=False)] = 1
+        if copies_kept == "ignore":
+            for c in range(len(self.classes)):
+                idx = np.flatnonzero((self.labels == c) & (self.split == 0))
+                n = int(round(len(idx) * fraction))
+                split[rng.choice(idx, size=min(n, max(len(idx) - 1, 0)), replace=False)] = 1
+            return self._with_split(split)
+        units = self._copy_units(self.split == 0, copies_kept)
+        to_val = np.zeros(units.n, dtype=bool)
+        for g in units.by_class(rng):
+            size = units.sizes[g]
+            chosen = np.cumsum(size) - size / 2 < round(size.sum() * fraction)
+            if chosen.all():
+                chosen[-1] = False   # one group at least stays in train
+            to_val[g] = chosen
+        return self._with_split(units.spread(to_val.astype(np.uint8), split))
+
+    def _copy_units(self, eligible: np.ndarray, copies_kept: str) -> CopyUnits:
+        return CopyUnits(self.copy_groups(near=copies_kept == "near"), self.labels, eligible, len(self.classes))
+
+    def _with_split(self, split: np.ndarray) -> FERDataset:
         return FERDataset(self.name, self.source, list(self.classes), self.images, self.labels, split,
-                          self.synthetic, list(self.notes))
+                          self.synthetic, list(self.notes), dict(self._copy_groups))
 
     def fraction_of_train(self, fraction: float, seed: int) -> FERDataset:
         """Keep a stratified fraction of the training images (val and test untouched)."""
@@ -142,15 +181,45 @@ class FERDataset:
                        synthetic == "1", notes)
 
 
+class CopyUnits:
+    """The units a split moves: each group of copies among the `eligible` images (the images a split may move),
+    stratified by the class of the group's first image (a copy with another label goes with its group)."""
+
+    def __init__(self, group_ids: np.ndarray, labels: np.ndarray, eligible: np.ndarray, n_classes: int):
+        self.members = np.flatnonzero(eligible)
+        _, first, self.of_member = np.unique(group_ids[self.members], return_index=True, return_inverse=True)
+        self.of_member = self.of_member.ravel()
+        self.n = len(first)
+        self.sizes = np.bincount(self.of_member, minlength=self.n)
+        self.label = labels[self.members[first]]
+        self.n_classes = n_classes
+
+    def by_class(self, rng: np.random.Generator):
+        """Per class, its groups in a random order (empty classes skipped)."""
+        for c in range(self.n_classes):
+            g = np.flatnonzero(self.label == c)
+            if len(g):
+                rng.shuffle(g)
+                yield g
+
+    def spread(self, part_of_group: np.ndarray, split: np.ndarray) -> np.ndarray:
+        """`split` with each eligible image set to its group's part."""
+        out = split.copy()
+        out[self.members] = part_of_group[self.of_member]
+        return out
+
+
 def prepare_for_run(ds: FERDataset, config: RunConfig) -> FERDataset:
     """Apply a run config's data settings: class subset, split mode, training fraction. Training and every
     later evaluation of the run call this, so a run's val and test are always the same rows."""
+    if config.split != "usage" and config.split_copies != "ignore":
+        ds.copy_groups(near=config.split_copies == "near")   # found once on the whole dataset (a page's cached one)
     if config.classes:
         ds = ds.subset_classes(config.classes)
     if config.split == "random":
-        ds = ds.resplit(config.split_ratios, config.split_seed)
+        ds = ds.resplit(config.split_ratios, config.split_seed, config.split_copies)
     elif config.split == "val_from_train":
-        ds = ds.carve_val(config.val_fraction, config.split_seed)
+        ds = ds.carve_val(config.val_fraction, config.split_seed, config.split_copies)
     counts = ds.split_counts()
     if counts["train"] == 0:
         raise DataError(f"The dataset {ds.name!r} has no training images; use a random split (split=random).")

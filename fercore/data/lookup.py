@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fercore.data.dataset import FERDataset
-from fercore.errors import NotFound
+from fercore.errors import DataError, NotFound
 
 
 def is_synthetic(spec: str) -> bool:
@@ -29,22 +29,35 @@ def require(spec: str, store) -> None:
                        "Data page or with `python -m fercore data import`, or use `synthetic`.")
 
 
-def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False, source: str | None = None):
-    """Read a source, audit it (fercore.data.audit: duplicates within and across splits, blank images), drop
-    cross-split copies and blanks when `dedupe`, and store it with its audit. Returns the stored DatasetInfo.
+def import_dataset(src: str, store, name: str | None = None, dedupe: bool | str = False, source: str | None = None):
+    """Read a source, audit it (fercore.data.audit: exact and near copies within and across splits, blank images),
+    drop cross-split copies and blanks when `dedupe` ("exact" or True: pixel-identical copies; "near": near copies
+    too), and store it with its audit. Returns the stored DatasetInfo.
     `source`: where it came from, as the datasets table shows it, when `src` is a temporary copy (an upload)."""
     from fercore.data import audit as audit_mod
     from fercore.data.sources import load_source  # here: sources pull in PIL
+    mode = dedupe_mode(dedupe)
     ds = load_source(src)
     name = name or ds.name
     if source:
         ds.source = source
-    hashes = audit_mod.pixel_hashes(ds.images)
-    report = audit_mod.audit(ds, hashes)
+    report = audit_mod.audit(ds)
     dropped: list[str] = []
-    if dedupe:
-        ds, dropped = audit_mod.dedupe(ds, hashes)
-    return store.add_dataset(ds, name, audit={**report, "deduplicated": bool(dedupe), "dropped": dropped})
+    if mode:
+        ds, dropped = audit_mod.dedupe(ds, mode)
+    return store.add_dataset(ds, name, audit={**report, "deduplicated": bool(mode), "dedupe": mode,
+                                              "dropped": dropped})
+
+
+def dedupe_mode(dedupe: bool | str | None) -> str | None:
+    """None (keep every image), "exact" or "near", from a flag (True means exact) or a mode's name."""
+    if dedupe in (None, False, "", "none"):
+        return None
+    if dedupe is True or dedupe == "exact":
+        return "exact"
+    if dedupe == "near":
+        return "near"
+    raise DataError(f"--dedupe takes exact or near, not {dedupe!r}.")
 
 
 def resolve(spec: str, store, keep: bool = True) -> FERDataset:

@@ -16,7 +16,7 @@ from fercore.metrics import evaluation_record
 from fercore.models.checkpoint import load_model
 from fercore.safeio import atomic_path
 from fercore.store.entities import RunStatus
-from fercore.train import predict_probs
+from fercore.train import EVAL_PRECISION, predict_probs
 
 
 @dataclass
@@ -164,7 +164,7 @@ def evaluate_run(store, run, data: str, split: str = "test", tta: str | None = N
     tta = tta or pred.config.tta
     probs = pred.probs(x, tta)
     ev = evaluation_record(probs, y, pred.classes, tta)
-    ev.update(dataset=data, split=split, scored=scored, own_split=own)
+    ev.update(dataset=data, split=split, scored=scored, own_split=own, precision=EVAL_PRECISION)
     return ev
 
 

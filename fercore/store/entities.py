@@ -49,11 +49,13 @@ class Evaluation:
     predictions: tuple[int, ...] = ()        # only when asked for (full=True)
     targets: tuple[int, ...] = ()
     probs_path: str | None = None
+    precision: str | None = None             # fp32 (fercore.train.EVAL_PRECISION); None: recorded before it was
 
     def to_json(self, full: bool = False) -> dict:
         d = {"accuracy": self.accuracy, "n": self.n, "classes": list(self.classes),
              "confusion": [list(r) for r in self.confusion], "per_class": self.per_class, "split": self.split,
-             "dataset": self.dataset, "tta": self.tta, "created_at": self.created_at, "macro_f1": self.macro_f1}
+             "dataset": self.dataset, "tta": self.tta, "created_at": self.created_at, "macro_f1": self.macro_f1,
+             "precision": self.precision}
         if full:
             d.update(predictions=list(self.predictions), targets=list(self.targets), probs_path=self.probs_path)
         return d
@@ -95,19 +97,29 @@ class Run:
     epochs: tuple[dict, ...] | None = None        # only when asked for
 
     @property
+    def scored(self) -> Evaluation | None:
+        """The evaluation people read (`accuracy`, diagnosis, lesson summaries): test when the run has one, the
+        split scored once at the end; else val, the split that chose the checkpoint (and so flatters it)."""
+        return self.test or self.val
+
+    @property
     def accuracy(self) -> float | None:
-        """The accuracy of a run, one number everywhere: the checkpoint chosen on val, scored on val with
-        the run's own TTA (`test_accuracy` beside it when the run has a test split)."""
+        """The accuracy of a run, one number everywhere: its chosen checkpoint with its own TTA, on test when the
+        run has a test split, else on val; `accuracy_split` says which, and fmt.accuracy_label shows both."""
+        return self.scored.accuracy if self.scored else None
+
+    @property
+    def accuracy_split(self) -> str | None:
+        """"test" or "val": the split `accuracy` is measured on (None before any evaluation)."""
+        return self.scored.split if self.scored else None
+
+    @property
+    def val_accuracy(self) -> float | None:
         return self.val.accuracy if self.val else None
 
     @property
     def test_accuracy(self) -> float | None:
         return self.test.accuracy if self.test else None
-
-    @property
-    def scored(self) -> Evaluation | None:
-        """The evaluation that diagnosis and lesson summaries read: test when the run has it, else val."""
-        return self.test or self.val
 
     @property
     def label(self) -> str:
@@ -122,7 +134,8 @@ class Run:
              "checkpoint": self.checkpoint, "log_path": self.log_path, "group_kind": self.group_kind,
              "group_name": self.group_name, "trial": self.trial, "n_params": self.n_params, "summary": self.summary,
              "attempts": self.attempts,
-             "accuracy": self.accuracy, "test": self.test.to_json() if self.test else None,
+             "accuracy": self.accuracy, "accuracy_split": self.accuracy_split,
+             "test": self.test.to_json() if self.test else None,
              "val": self.val.to_json() if self.val else None}
         if epochs and self.epochs is not None:
             d["epochs"] = list(self.epochs)

@@ -390,7 +390,8 @@ class RunStore(QueueStore):
                             confusion=ev["confusion"], per_class=ev["per_class"],
                             predictions=list(map(int, ev.get("predictions", []))),
                             targets=list(map(int, ev.get("targets", []))),
-                            probs_path=ev.get("probs_path"), macro_f1=ev.get("macro_f1"), created_at=now()))
+                            probs_path=ev.get("probs_path"), macro_f1=ev.get("macro_f1"),
+                            precision=ev.get("precision"), created_at=now()))
         if split == "test":
             run = s.get(RunRow, run_id)
             run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}

@@ -139,13 +139,14 @@ class EvaluationRow(Base):
     targets: Mapped[list] = mapped_column(JSON, default=list)
     probs_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # .npy of probabilities
     macro_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    precision: Mapped[str | None] = mapped_column(String(8), nullable=True)   # fp32; NULL: from before it was kept
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
     def to_entity(self, full: bool = False) -> Evaluation:
         return Evaluation(split=self.split, accuracy=self.accuracy, n=self.n, classes=tuple(self.classes),
                           confusion=tuple(tuple(r) for r in self.confusion), per_class=self.per_class,
                           tta=self.tta, dataset=self.dataset, created_at=iso(self.created_at),
-                          macro_f1=self.macro_f1,
+                          macro_f1=self.macro_f1, precision=self.precision,
                           predictions=tuple(self.predictions or ()) if full else (),
                           targets=tuple(self.targets or ()) if full else (),
                           probs_path=self.probs_path if full else None)

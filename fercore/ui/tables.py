@@ -9,10 +9,12 @@ from fercore.teach.comparison import config_diff_frame, per_class_frame
 __all__ = ["config_diff_frame", "per_class_frame"]   # the Compare page's tables, shared with the reports
 
 # Run-table columns: the best/last/min of each metric, not just the last value.
-# "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint on val, with its TTA), the one
-# number every table, chip and title shows; the per-epoch best/last val accuracy are without TTA.
-RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
-               "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group", "created"]
+# "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint with its TTA, on test where the run has
+# one, else on val), the one number every table, chip and title shows, and "scored on" says which split it is;
+# "test acc" and "val acc" are both final evaluations; the per-epoch best/last val accuracy are without TTA.
+RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "accuracy", "scored on", "test acc",
+               "val acc", "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group",
+               "created"]
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
@@ -22,13 +24,14 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
         rows.append({
             "id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset or cfg.data,
             "arch": cfg.arch, "transfer": cfg.transfer, "classes": ", ".join(cfg.classes) or "all",
-            "accuracy": r.accuracy, "test acc": r.test_accuracy,
+            "accuracy": r.accuracy, "scored on": r.accuracy_split or "", "test acc": r.test_accuracy,
+            "val acc": r.val_accuracy,
             "best val acc": s.get("best_val_acc"), "last val acc": s.get("last_val_acc"),
             "min val loss": s.get("min_val_loss"), "epochs": s.get("epochs_done", 0), "duration (s)": r.duration_s,
             "device": r.device or "", "group": r.group_name or "", "created": r.created_at,
         })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    numeric = ["accuracy", "best val acc", "last val acc", "min val loss", "test acc", "duration (s)"]
+    numeric = ["accuracy", "best val acc", "last val acc", "min val loss", "test acc", "val acc", "duration (s)"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 
@@ -43,7 +46,7 @@ def as_points(df: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 POINTS_FORMAT = "%.1f %%"
-ACCURACY_COLUMNS = ("accuracy", "test acc", "best val acc", "last val acc")
+ACCURACY_COLUMNS = ("accuracy", "test acc", "val acc", "best val acc", "last val acc")
 
 
 def points_columns(columns=ACCURACY_COLUMNS) -> dict:
