@@ -49,6 +49,7 @@ def lab(tmp_path, tiny, capsys) -> str:
     return db
 
 
+@pytest.mark.slow   # PostgreSQL
 def test_copy_from_sqlite_to_postgresql_shows_the_same_runs(lab, pg_server, tmp_path, capsys, monkeypatch):
     pg = pg_server.create_database()
     shared = tmp_path / "shared-mount"
@@ -82,6 +83,7 @@ def test_copy_from_sqlite_to_postgresql_shows_the_same_runs(lab, pg_server, tmp_
     assert cli(capsys, "train", "--name", "next", "--queue", "--no-worker", "--db", pg)["id"] == 5
 
 
+@pytest.mark.slow   # PostgreSQL
 def test_a_destination_with_runs_is_refused_unless_merged(lab, pg_server, tmp_path, capsys, monkeypatch):
     pg = pg_server.create_database()
     dst_files = tmp_path / "dst"

@@ -76,6 +76,7 @@ def test_lr_20_with_sgd_is_named_divergence(tiny_faces):
     assert "20" in msg and ("NaN" in msg or "rose" in msg or "chance" in msg)
 
 
+@pytest.mark.slow   # long training
 def test_100_epochs_on_200_images_is_named_overfitting_with_the_epoch(tiny_faces):
     # ~200 training faces, no regularisation at all, a 32 px input to keep 100 epochs at a few seconds
     cfg = RunConfig(data="synthetic", conv_blocks=2, filters=(8, 16), convs_per_block=1, fc_units=(64,),

@@ -106,6 +106,7 @@ def test_predict_and_explain_an_image(db, tmp_path, capsys, trained):
     assert code == 0 and png.exists() and Image.open(png).size[0] > 0
 
 
+@pytest.mark.slow   # five CLI processes
 def test_user_errors_are_one_json_sentence_never_a_traceback(db, tmp_path):
     cases = [["runs", "show", "nope"], ["train", "--arch", "custom", "--transfer", "frozen"],
              ["data", "import", str(tmp_path / "missing.csv")], ["evaluate", "nope", "--data", "synthetic"],

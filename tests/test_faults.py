@@ -149,6 +149,7 @@ def test_gpu_out_of_memory_fails_the_run_suggesting_a_smaller_batch_and_the_work
 
 # --- a foreground training process killed with -9 ----------------------------------------------------------
 
+@pytest.mark.slow   # a killed process and a lease to expire
 def test_killed_foreground_training_is_requeued_by_reap_and_resumed_by_the_next_worker(db, tmp_path):
     from fercore.jobs.policy import resume_path
     store = RunStore(db)

@@ -105,6 +105,7 @@ def test_worker_once_trains_two_queued_runs_and_logs_them(db, tiny, capsys, proc
         assert "epoch 2:" in log and "test accuracy" in log and "ended: finished" in log
 
 
+@pytest.mark.slow   # several worker processes
 def test_two_workers_never_claim_the_same_run(db, tiny, procs):
     from fercore.data import resolve
     store = RunStore(db)
@@ -121,6 +122,7 @@ def test_two_workers_never_claim_the_same_run(db, tiny, procs):
     assert len({store.get_run(r).worker_id for r in ids}) == 2
 
 
+@pytest.mark.slow   # several worker processes
 def test_killed_worker_run_is_resumed_by_the_next_worker_and_trains_each_epoch_once(db, tiny, procs):
     from fercore.jobs.execute import resume_path
     store = RunStore(db)
@@ -238,6 +240,7 @@ def test_a_pid_is_checked_only_on_its_own_host_other_hosts_by_heartbeat(db, monk
     assert store.get_run(runs["gpu-b"]).error.startswith("worker stopped")
 
 
+@pytest.mark.slow   # several worker processes
 def test_a_worker_per_device_share_the_queue_and_stop_together_on_sigterm(db, tiny, tmp_path):
     """What `worker --gpus all` does with cuda:0..N-1, here with two CPU workers: each claims its own runs, and a
     SIGTERM to the starter stops both, their runs queued again to resume and their epochs kept."""

@@ -32,6 +32,7 @@ def content_faces(n):
     return (np.random.default_rng(0).random((n, 48, 48)) * 255).astype(np.uint8)
 
 
+@pytest.mark.slow   # real FER2013 rows
 def test_starter_on_real_fer2013_public_test_rows(db):
     """The shared sample's PublicTest rows are val images: the starter must match its recorded val accuracy."""
     csv = needs_shared("fer2013-sample.csv")
