@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fercore import fmt
-from fercore.config import RunConfig, config_field, config_fields
+from fercore.config import RunConfig, applies_text, config_field, config_fields
 from fercore.data.dataset import SPLITS
 from fercore.errors import UsageError, UserError, is_user_error, user_message
 from fercore.predict import ATTRIBUTION_METHODS
@@ -69,7 +69,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f.metadata["help"] + f" (default: {default})"
+        when = applies_text(f)
+        help_ = f"{f.metadata['help']} (default: {default}{'; ' + when if when else ''})"
         if isinstance(default, bool):
             g.add_argument(flag, dest="cfg_" + f.name, nargs="?", const="true", default=None, help=help_,
                            metavar="true|false")
@@ -118,12 +119,16 @@ def cmd_train(args, store):
     require(config.data, store)
     from fercore.models.weights import require_weights
     require_weights([config])   # a worker never downloads: refuse now rather than fail later
+    from fercore.teach.estimate import teaching_warnings
+    warnings = teaching_warnings(config, store, on_gpu=str(args.device or "").startswith("cuda"))
+    for w in warnings:   # before a foreground run starts, not after it
+        print(f"warning: {w}", file=sys.stderr)
     if args.queue:
         run = store.create_run(config, status=RunStatus.QUEUED)
         from fercore.jobs.worker import ensure_worker
         if not args.no_worker:
             ensure_worker(store)
-        return _brief(run), f"Queued run {run.label}; a worker will train it."
+        return {**_brief(run), "warnings": warnings}, f"Queued run {run.label}; a worker will train it."
     from fercore.jobs.execute import execute_run
     from fercore.jobs.worker import heartbeat_while
     run = store.create_run(config, status=RunStatus.RUNNING)
@@ -132,7 +137,7 @@ def cmd_train(args, store):
         run = execute_run(store, run.id, device=args.device)
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")
-    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy,
+    out = {**_brief(run), "warnings": warnings, "error": run.error, "accuracy": run.accuracy,
            "val": run.val and {"accuracy": run.val.accuracy, "n": run.val.n},
            "test": run.test and {"accuracy": run.test.accuracy, "n": run.test.n}}
     return out, f"Run {run.label}: {run.status}, {fmt.accuracy_label(run)}"
