@@ -109,17 +109,11 @@ def queue() -> None:
     if not active:
         st.caption("Nothing is waiting or training.")
     for r in active:
-        p = r.progress or {}
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
         a.markdown(f"**{r.name}**  \n:gray[{r.config.arch} on {r.dataset}]")
         if r.status == RunStatus.RUNNING:
-            epochs = p.get("epochs") or r.config.epochs or 1
-            done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
-            text = (f"epoch {p.get('epoch', 1)}/{epochs}, batch {p.get('batch', 0)}/{p.get('batches', '-')}, "
-                    f"about {fmt.duration(p.get('eta_s'))} left" if p.get("batches") else "preparing the data...")
-            if r.cancel_requested:
-                text += " (cancelling)"
-            b.progress(min(max(done, 0.0), 1.0), text=text)
+            done, text = fmt.run_progress(r)
+            b.progress(done, text=text + (" (cancelling)" if r.cancel_requested else ""))
         else:
             b.caption("waiting for a worker")
         if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):

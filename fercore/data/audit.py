@@ -89,10 +89,12 @@ def dedupe(ds: FERDataset, hashes: np.ndarray | None = None) -> tuple[FERDataset
         hs = [bytes(hashes[i]) for i in idx]
         if si > 0:
             dup = np.array([h in earlier for h in hs], dtype=bool)
-            if dup.any():
-                dropped = int((dup & keep[idx]).sum())
+            if dup.any():   # the audit's count of cross-split copies; a blank copy is one image, dropped once
+                also_blank = int((dup & ~keep[idx]).sum())
                 keep[idx[dup]] = False
-                notes.append(f"dropped {dropped} {split} images identical to images of an earlier split")
+                notes.append(f"dropped {int(dup.sum())} {split} images identical to images of an earlier split"
+                             + (f" ({also_blank} of them blank, counted among the blank ones too)" if also_blank
+                                else ""))
         earlier.update(hs)
     out = FERDataset(ds.name, ds.source, list(ds.classes), ds.images[keep], ds.labels[keep], ds.split[keep],
                      ds.synthetic, list(ds.notes) + notes)
