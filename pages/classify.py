@@ -120,9 +120,10 @@ def explanations() -> None:
                 explain_s += seconds
                 st.image(img, caption=f"{by_id[rid].name}: {METHODS[method]} for {classes[tops[i, rid]]}",
                          width="stretch")
-                if note:
-                    st.caption(f":orange[{note}]")
                 st.caption(METHOD_READING[method])
+                slot = st.empty()   # the same elements for every method: no stale note left after a switch
+                if note:
+                    slot.caption(f":orange[{note}]")
     st.caption(f"Explained in {explain_s * 1000:.0f} ms.")
 
 

@@ -50,7 +50,7 @@ def shoot(out: Path, db: Path) -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})   # Streamlit scrolls inside
             page.set_default_timeout(180_000)
             page.goto(f"{base}/train")
             page.get_by_text("Start from a preset").wait_for()
@@ -75,17 +75,13 @@ def shoot(out: Path, db: Path) -> None:
                 page.locator("[data-testid=stImage]").filter(has_text=f"{METHODS[method]} for").first.wait_for()
                 wait_fully_drawn(page)
                 page.screenshot(path=str(out / f"3-classify-{method}.png"), full_page=True)
+                page.locator("[data-testid=stMain]").screenshot(path=str(out / f"3-classify-{method}-main.png"))
 
             page.goto(f"{base}/lessons")
             page.get_by_text("Your lessons").wait_for()
             wait_fully_drawn(page)
             page.get_by_text("Your lessons").scroll_into_view_if_needed()
             page.screenshot(path=str(out / "4-lessons-summaries.png"), full_page=True)
-            boxes = page.locator("[data-testid=stVerticalBlockBorderWrapper]").filter(has_text="runs ended")
-            for i in range(boxes.count()):
-                text = boxes.nth(i).inner_text()
-                kind = "too-short" if "Too short to tell" in text else "stated"
-                boxes.nth(i).screenshot(path=str(out / f"5-lesson-{kind}.png"))
             browser.close()
     finally:
         stop(server)

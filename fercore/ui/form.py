@@ -191,7 +191,7 @@ def basic_form(datasets: list[str], classes: list[str], suggested_name: str = ""
     values = current_values()
     st.session_state[SUGGESTED] = suggested_name
     fs = [f for f in config_fields() if f.metadata["basic"] and _shown(f, values, True)]
-    order = ["arch", "transfer", "name", "data", "classes", "data_fraction", "epochs", "lr"]
+    order = ["arch", "transfer", "data", "classes", "data_fraction", "epochs", "lr", "name"]
     fs.sort(key=lambda f: order.index(f.name) if f.name in order else len(order))
     cols = st.columns(3)
     for i, f in enumerate(fs):
