@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fercore import fmt
-from fercore.config import RunConfig, config_field, config_fields
+from fercore.config import RunConfig, applies_text, config_field, config_fields
 from fercore.data.audit import DEDUPE_MODES
 from fercore.data.dataset import SPLITS
 from fercore.errors import UsageError, UserError, is_user_error, user_message
@@ -70,7 +70,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f.metadata["help"] + f" (default: {default})"
+        when = applies_text(f)
+        help_ = f"{f.metadata['help']} (default: {default}{'; ' + when if when else ''})"
         if isinstance(default, bool):
             g.add_argument(flag, dest="cfg_" + f.name, nargs="?", const="true", default=None, help=help_,
                            metavar="true|false")
@@ -112,18 +113,24 @@ def cmd_train(args, store):
     require(config.data, store)
     from fercore.models.weights import require_weights
     require_weights([config])   # a worker never downloads: refuse now rather than fail later
+    from fercore.teach.estimate import teaching_warnings
+    warnings = teaching_warnings(config, store, on_gpu=str(args.device or "").startswith("cuda"))
+    for w in warnings:   # before a foreground run starts, not after it
+        print(f"warning: {w}", file=sys.stderr)
     if args.queue:
         run = store.create_run(config, status=RunStatus.QUEUED)
         from fercore.jobs.spawn import ensure_worker
         started = ensure_worker(store, allowed=not args.no_worker)
-        return {**_brief(run), "worker": started.why}, f"Queued run {run.label}. {started.sentence()}"
+        out = {**_brief(run), "worker": started.why, "warnings": warnings}
+        return out, f"Queued run {run.label}. {started.sentence()}"
     from fercore.jobs.execute import execute_run
     run = store.create_run(config, status=RunStatus.RUNNING)
     store.update_run(run.id, attempts=1)   # its first attempt, as a worker's claim counts one (policy.MAX_ATTEMPTS)
     run = execute_run(store, run.id, device=args.device)   # with a lease and a heartbeat of its own; Ctrl-C cancels
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
         raise UserError(f"Run {run.label} {run.status}: {run.error}")
-    out = {**_brief(run), "error": run.error, "accuracy": run.accuracy, "accuracy_split": run.accuracy_split,
+    out = {**_brief(run), "warnings": warnings, "error": run.error, "accuracy": run.accuracy,
+           "accuracy_split": run.accuracy_split,
            "val": run.val and {"accuracy": run.val.accuracy, "n": run.val.n},
            "test": run.test and {"accuracy": run.test.accuracy, "n": run.test.n}}
     return out, f"Run {run.label}: {run.status}, {fmt.accuracy_label(run)}"

@@ -110,13 +110,24 @@ def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing
                             line=dict(color=colour(i), dash=dash), marker=dict(size=5), legendgroup=label,
                             hovertemplate=f"{label} {split} {metric}: %{{y:.4f}} (epoch %{{x}})<extra></extra>")
     fig.update_xaxes(title="epoch", dtick=1 if _max_epoch(series) <= 20 else None)
-    fig.update_yaxes(title="accuracy" if metric == "acc" else "loss", tickformat=".0%" if metric == "acc" else None)
+    values = [v for _, epochs in series for e in epochs for k in ("train_acc", "val_acc")
+              if isinstance(v := e.get(k), (int, float)) and math.isfinite(v)]
+    fig.update_yaxes(title="accuracy" if metric == "acc" else "loss",
+                     tickformat=percent_ticks(values) if metric == "acc" else None)
     rows = legend_rows(2 if single else len(series))
     fig = _layout(fig, height=height + LEGEND_ROW * rows)
     fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0,
                                   font=dict(size=11)),
                       margin=dict(b=AXIS_SPACE + LEGEND_ROW * rows))
     return fig
+
+
+def percent_ticks(values: list[float]) -> str:
+    """A percent tick format with enough decimals that ticks over this span read differently (plotly puts ~5
+    ticks on an axis: 21-22 % needs one decimal, or every tick reads 22 %, 22 %, 21 %, 21 %)."""
+    span = (max(values) - min(values)) * 100 if values else 100.0
+    step = span / 5 if span > 0 else 0.1
+    return f".{min(max(0, math.ceil(-math.log10(step))), 3)}%"
 
 
 LEGEND_ROW = 22     # pixels per row of a legend below a chart

@@ -48,3 +48,18 @@ def classes_text(classes) -> str:
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_progress(run) -> tuple[float, str]:
+    """A running run's progress as (fraction done, 'epoch 3/10, batch 40/200, about 2 min 05 s left'), from what
+    its worker last reported; during the final evaluation no ETA (the time left is not known)."""
+    p = run.progress or {}
+    if p.get("phase") == "evaluating":
+        tta = "" if p.get("tta") in (None, "none") else f" with {p['tta']} TTA"
+        return 1.0, f"final evaluation of the chosen checkpoint on {p.get('images', 0):,} images{tta}..."
+    if not p.get("batches"):
+        return 0.0, "preparing the data..."
+    epochs = p.get("epochs") or run.config.epochs or 1
+    done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
+    return min(max(done, 0.0), 1.0), (f"epoch {p.get('epoch', 1)}/{epochs}, batch {p.get('batch', 0)}/"
+                                      f"{p['batches']}, about {duration(p.get('eta_s'))} left")

@@ -5,7 +5,7 @@ student reports on FER2013 that the lessons and the Train form start from.
 """
 from __future__ import annotations
 
-from fercore.config import RunConfig
+from fercore.config import RunConfig, applies, config_field, config_fields
 from fercore.errors import ConfigError
 
 # --- presets: the set-ups of the published student reports, and the lab's own recipes -------------
@@ -97,3 +97,33 @@ def preset_config(name: str, **overrides) -> RunConfig:
 def device_preset(on_gpu: bool) -> str:
     """The lab's recipe for a machine: `default` where a GPU trains, the starter's `cpu-starter` on a CPU."""
     return "default" if on_gpu else "cpu-starter"
+
+
+def describe_config(config: RunConfig, preset: str) -> str:
+    """The preset's description while the config still is that preset (what to train on aside), else
+    'Based on preset X, changed: ...' naming each setting that now differs and matters."""
+    if preset not in PRESETS:
+        return ""
+    sets = PRESETS[preset]["config"]
+    own = {f.name for f in config_fields() if f.metadata["group"] == "data" and f.name not in sets}
+    changed = [k for k in preset_config(preset).diff(config) if k not in own | {"name", "preset"}
+               and applies(k, config)]
+    if not changed:
+        return PRESETS[preset]["describe"]
+    base = preset_config(preset)
+    return f"Based on preset {preset}, changed: " + ", ".join(
+        f"{_label(k).lower()} {_shown(k, getattr(config, k))} (was {_shown(k, getattr(base, k))})"
+        for k in changed) + "."
+
+
+def _label(name: str) -> str:
+    return config_field(name).metadata["label"]
+
+
+def _shown(name: str, value) -> str:
+    labels = config_field(name).metadata["labels"]
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value)) or "all"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(labels.get(value, f"{value:g}" if isinstance(value, float) else value))

@@ -63,6 +63,9 @@ class Recorder:
 
     def on_evaluation(self, split: str, evaluation: dict) -> None: ...
 
+    def on_final_evaluation(self, images: int, tta: str) -> None:
+        """Training is over; the chosen checkpoint is now scored on val and test (`images` in all, with `tta`)."""
+
 
 @dataclass
 class FitResult:
@@ -188,6 +191,7 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
         model.load_state_dict(progress.best_state)
     result = FitResult(model=model, classes=classes, mean=mean, std=std, epochs=progress.history,
                        best_epoch=progress.best_epoch, stopped_early=progress.stopped_early)
+    recorder.on_final_evaluation(len(val) + len(test), config.tta)
     for split, part in (("val", val), ("test", test)):
         if len(part):   # the plain model in fp32, as `evaluate` scores it later (EVAL_PRECISION)
             result.probs[split], result.evaluations[split] = evaluate(model, part, eval_tf, batch_size * 2,

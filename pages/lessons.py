@@ -11,6 +11,7 @@ from fercore import figures, fmt
 from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import spawn
 from fercore.store.entities import RunStatus
+from fercore.teach.estimate import teaching_warnings
 from fercore.ui import form, state, tables, weights_panel
 from fercore.ui.report_buttons import report_buttons
 
@@ -58,6 +59,8 @@ for les in lessons:
     with st.expander(f"**{les['title']}**: {les['factor']} = {' vs '.join(les['values'])} "
                      f"({len(les['runs'])} runs, about {fmt.duration(here)} here)"):
         st.markdown(les["explanation"])
+        for warning in teaching_warnings(RunConfig.from_dict(les["runs"][0]), store, gpu):   # e.g. 1-dot curves
+            st.warning(warning, icon=":material/school:")
         st.caption(f"Estimated training time for all {len(les['runs'])} runs: {fmt.duration(est['seconds_gpu'])} on "
                    f"a GPU, {fmt.duration(est['seconds_cpu'])} on a CPU ({est['images']:,} images seen; "
                    f"{est['basis']}). This machine trains on its {'GPU' if gpu else 'CPU'}.")
@@ -93,8 +96,11 @@ def started_lessons() -> None:
                 for r in runs:   # a failure is news at once, not when the whole lesson has ended
                     if r.status == RunStatus.FAILED and r.error:
                         st.error(f"{r.name} failed: {r.error}", icon=":material/error:")
-                if s["done"] and s["summary"]:
+                if s["done"] and s["finding"].stated:
                     st.markdown(f"**What the runs showed.** {s['summary']}")
+                elif s["done"]:   # "Too short to tell: ...", with the settings that would tell
+                    st.info(s["summary"], icon=":material/hourglass_empty:")
+                if s["done"]:
                     report_buttons(store, [], key=f"lesson-{g}", lesson=g)
                 st.page_link("pages/compare.py", label="Compare these runs", icon=":material/compare_arrows:",
                              query_params={"runs": ",".join(str(r.id) for r in runs[:8])})

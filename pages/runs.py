@@ -26,11 +26,8 @@ def training_now() -> None:
         return
     st.subheader("Training now")
     for r in running:
-        p = r.progress or {}
-        epochs = p.get("epochs") or r.config.epochs or 1
-        done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
-        st.progress(min(max(done, 0.0), 1.0), text=f"{r.name}: epoch {p.get('epoch', 1)}/{epochs}, about "
-                    f"{fmt.duration(p.get('eta_s'))} left" if p.get("batches") else f"{r.name}: preparing the data...")
+        done, text = fmt.run_progress(r)
+        st.progress(done, text=f"{r.name}: {text}")
         eps = store.epochs(r.id)
         if eps:
             a, b = st.columns(2)
@@ -72,6 +69,8 @@ def runs_table() -> None:
     """Re-read from the store every 3 s, so runs that start or end show up by themselves; ticking a row reruns
     this part only."""
     runs = store.list_runs()
+    if state.active_runs_changed(runs):   # a run started or ended: the whole app reruns, so that the sidebar's
+        st.rerun()                        # queue line is read with this table, not up to 5 s before it
     df = tables.runs_frame(runs)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 3])
     statuses = f1.multiselect("Status", [str(s) for s in RunStatus], placeholder="any status", key="runs_status")

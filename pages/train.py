@@ -5,11 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore import fmt
+from fercore.config import RunConfig
 from fercore.data import require
 from fercore.errors import ConfigError
 from fercore.jobs import policy, spawn
-from fercore.presets import PRESETS, device_preset
+from fercore.presets import describe_config, device_preset
 from fercore.store.entities import RunStatus
+from fercore.teach.estimate import teaching_warnings
 from fercore.ui import form, state, weights_panel
 
 state.require_app(__file__)
@@ -24,6 +26,26 @@ def apply_preset() -> None:
     form.load_preset(st.session_state["train_preset"])   # keeps the chosen dataset, classes and data fraction
 
 
+def form_config() -> tuple[RunConfig | None, str | None]:
+    """The run the form describes now, or the sentence saying which setting is wrong."""
+    try:
+        return form.to_config(form.current_values(), "" if preset == form.NO_PRESET else preset,
+                              st.session_state.get(form.SUGGESTED, "")), None
+    except ConfigError as e:   # a plain sentence about the setting that is wrong
+        return None, str(e)
+
+
+def queue_run() -> None:
+    """The Queue button's callback (it runs before the page, so the name field can be cleared for the next run)."""
+    config, _ = form_config()
+    with state.shown_errors("Queueing the run"):
+        require(config.data, store)
+        run = store.create_run(config, status=RunStatus.QUEUED)
+        st.session_state[QUEUED] = f"Queued run {run.id} ({run.name}). {spawn.ensure_worker(store).sentence()}"
+        form.clear_name()
+
+
+QUEUED = "_train_queued_note"
 choices = form.preset_choices(START_PRESET)
 state.restore("train_preset", START_PRESET, choices)   # first visit, or back from another page
 form.open_form(st.session_state["train_preset"], datasets_info)
@@ -31,19 +53,18 @@ preset = st.selectbox("Start from a preset", choices, key="train_preset", on_cha
                       help="Set-ups from published student reports on FER2013, and the lab's own recipes. Changing it "
                            "keeps your dataset, classes and data fraction unless the preset sets them.")
 state.keep("train_preset")
-if preset != form.NO_PRESET:
-    st.caption(PRESETS[preset]["describe"])
+described = st.empty()
 if not datasets_info:
     st.caption("No dataset imported yet: runs can use the built-in synthetic faces, or import FER2013 on the "
                "Data page.")
 
-values = form.config_form([d.name for d in datasets_info], form.default_classes(datasets_info), gpu=on_gpu)
-
-config, problem = None, None
-try:
-    config = form.to_config(values, "" if preset == form.NO_PRESET else preset)
-except ConfigError as e:   # a plain sentence about the setting that is wrong
-    problem = str(e)
+config, problem = form_config()
+taken = {r.name for r in store.list_runs(limit=500)}
+suggested = form.suggest_name(config, taken) if config else ""
+form.basic_form([d.name for d in datasets_info], form.default_classes(datasets_info), suggested)
+config, problem = form_config()
+if preset != form.NO_PRESET and config is not None:
+    described.caption(describe_config(config, preset))
 
 left, right = st.columns([3, 2])
 with left:
@@ -56,6 +77,8 @@ with left:
             st.markdown(f"**About {fmt.duration(seconds)} per epoch**, {fmt.duration(seconds * config.epochs)} for "
                         f"{epochs} on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
+        for warning in teaching_warnings(config, store, on_gpu):
+            st.warning(warning, icon=":material/school:")
         info = store.dataset_info(config.data)
         if info is not None and config.split == "usage" and not info.splits.get("val"):
             st.warning(f"{info.name!r} has no val split, so no checkpoint could be chosen. Set split to "
@@ -63,11 +86,12 @@ with left:
                        "kept for the final score (a random split would put the official test into training).")
 with right:
     missing = config is not None and weights_panel.missing_weights_notice([config], "train")
-    if st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch"):
-        with state.shown_errors("Queueing the run"):
-            require(config.data, store)
-            run = store.create_run(config, status=RunStatus.QUEUED)
-            st.success(f"Queued run {run.id} ({run.name}). {spawn.ensure_worker(store).sentence()}")
+    st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch",
+              on_click=queue_run)
+    if note := st.session_state.pop(QUEUED, None):
+        st.success(note)
+with st.expander("Advanced settings (architecture, split, augmentation strengths, optimiser, schedule...)"):
+    form.advanced_form([d.name for d in datasets_info], form.default_classes(datasets_info), gpu=on_gpu)
 with st.expander("Pretrained weights (ImageNet files for transfer learning)", expanded=bool(missing)):
     weights_panel.weights_panel()
 
@@ -83,17 +107,11 @@ def queue() -> None:
     if not active:
         st.caption("Nothing is waiting or training.")
     for r in active:
-        p = r.progress or {}
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
         a.markdown(f"**{r.name}**  \n:gray[{r.config.arch} on {r.dataset}]")
         if r.status == RunStatus.RUNNING:
-            epochs = p.get("epochs") or r.config.epochs or 1
-            done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
-            text = (f"epoch {p.get('epoch', 1)}/{epochs}, batch {p.get('batch', 0)}/{p.get('batches', '-')}, "
-                    f"about {fmt.duration(p.get('eta_s'))} left" if p.get("batches") else "preparing the data...")
-            if r.cancel_requested:
-                text += " (cancelling)"
-            b.progress(min(max(done, 0.0), 1.0), text=text)
+            done, text = fmt.run_progress(r)
+            b.progress(done, text=text + (" (cancelling)" if r.cancel_requested else ""))
         else:
             b.caption("waiting for a worker")
         if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):

@@ -263,5 +263,5 @@ def test_explanations_start_from_black_and_a_blank_gradcam_says_why(faces, tiny,
 
     monkeypatch.setattr(explain, "attribute", blank_first)
     heat, note = predictor.explain_face(pred, crop, 0, "gradcam")
-    assert len(seen) == 2 and seen[0] is not seen[1] and "blank" in note and "earlier" in note
-    assert heat.shape == (192, 192, 3)
+    assert len(seen) == 2 and seen[0] is not seen[1] and "blank" in note and "before its ReLU" in note
+    assert heat.shape == (288, 288, 3)

@@ -147,20 +147,17 @@ def walk(page, port: int, archive: Path, folder: Path, shots: Path) -> None:
     # 3. Train: the form opens on fer2013 (the newest real dataset) and the CPU's recipe; two runs differ in lr.
     nav(page, "Train")
     page.get_by_text("Start from a preset").wait_for()
-    assert selected(page, "data") == "fer2013", "the newest real dataset, not synthetic"
+    assert selected(page, "Dataset") == "fer2013", "the newest real dataset, not synthetic"
     assert selected(page, "Start from a preset") == "cpu-starter", "the recipe of a machine without a GPU"
-    number_input(page, "data fraction", 0.02)
-    open_tab(page, "Optimisation")
-    number_input(page, "epochs", 1)
+    number_input(page, "Share of the training images", 0.02)
+    number_input(page, "Epochs", 1)
     for lr in ("0.003", "0.0003"):
-        number_input(page, "lr", lr)
-        open_tab(page, "Run")
-        page.get_by_label("name", exact=True).fill(f"walk-lr-{lr}")
-        page.get_by_label("name", exact=True).press("Enter")
+        number_input(page, "Learning rate", lr)
+        page.get_by_label("Run name", exact=True).fill(f"walk-lr-{lr}")
+        page.get_by_label("Run name", exact=True).press("Enter")
         page.wait_for_timeout(300)
         page.get_by_role("button", name="Queue this run").click()
         page.get_by_text(re.compile(rf"Queued run \d+ \(walk-lr-{re.escape(lr)}\)")).wait_for()
-        open_tab(page, "Optimisation")
     page.screenshot(path=str(shots / "3-train-queued.png"), full_page=True)
 
     # 4. Runs: the table turns both runs to finished without a reload.

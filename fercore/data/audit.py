@@ -90,16 +90,18 @@ def dedupe(ds: FERDataset, mode: str = "exact") -> tuple[FERDataset, list[str]]:
     "near" also those that are near copies of one, and blank images from every split. Returns the smaller dataset
     and one note per kind of drop."""
     blank = blank_mask(ds.images)
-    identical = _in_earlier_split(ds, ds.copy_groups(near=False)) & ~blank
+    identical = _in_earlier_split(ds, ds.copy_groups(near=False))   # blank ones too: the audit counts them
     near = np.zeros(len(ds), dtype=bool)
     if mode == "near":
         near = _in_earlier_split(ds, ds.copy_groups(near=True)) & ~blank & ~identical
     notes = [f"dropped {int(blank.sum())} blank (uniform) images"] if blank.any() else []
     for si, split in enumerate(SPLITS[1:], start=1):
         here = ds.split == si
-        if (identical & here).any():
+        if (identical & here).any():   # the audit's count of cross-split copies; a blank copy is one image
+            also_blank = int((identical & here & blank).sum())
             notes.append(f"dropped {int((identical & here).sum())} {split} images identical to images of an "
-                         "earlier split")
+                         "earlier split" + (f" ({also_blank} of them blank, counted among the blank ones too)"
+                                            if also_blank else ""))
         if (near & here).any():
             notes.append(f"dropped {int((near & here).sum())} {split} images that are near copies of images of "
                          "an earlier split")

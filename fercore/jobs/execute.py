@@ -67,6 +67,9 @@ class StoreRecorder(Recorder):
         with atomic_path(self.store.run_dir(self.run_id) / RESUME_FILE, guard=self.holding) as tmp:
             torch.save(state, tmp)
 
+    def on_final_evaluation(self, images: int, tta: str) -> None:
+        self.store.set_progress(self.run_id, {"phase": "evaluating", "images": images, "tta": tta})
+
     def on_evaluation(self, split: str, ev: dict) -> None:
         self.log.info("%s accuracy %.4f on %d images (tta %s)", split, ev["accuracy"], ev["n"], ev["tta"])
 

@@ -25,6 +25,7 @@ Several machines. A worker is known by its host and pid: a pid is only checked f
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -204,7 +205,12 @@ def live_workers(store: RunStore) -> list[Worker]:
 
 
 def worker_status(store: RunStore) -> dict:
-    """For the sidebar: the live workers and how many runs wait and train."""
+    """For the sidebar: the live workers and how many runs wait and train. The training count and each worker's
+    current run come from one read of the running runs, so a worker whose run has just finished (its heartbeat
+    row not yet updated) is not shown busy with it while the Runs table says finished."""
     counts = store.counts()
-    return {"alive": live_workers(store), "queued": counts[RunStatus.QUEUED], "running": counts[RunStatus.RUNNING]}
+    running = {r.id for r in store.list_runs(status=RunStatus.RUNNING)}
+    alive = [w if w.current_run is None or w.current_run in running else
+             dataclasses.replace(w, status="idle", current_run=None) for w in live_workers(store)]
+    return {"alive": alive, "queued": counts[RunStatus.QUEUED], "running": len(running)}
 

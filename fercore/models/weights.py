@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 import torch
 
 from fercore.config import RunConfig
+from fercore.errors import UserError
 from fercore.models.backbones import BACKBONES, TRANSFER_MODES
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")   # torch.hub.HASH_REGEX, with its 8-character minimum
@@ -45,7 +46,7 @@ MAX_FOLDER_FILES = 10_000
 CLI = "python -m fercore weights"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A plain sentence: weights missing, the download site unreachable, or a file refused."""
 
 

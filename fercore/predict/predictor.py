@@ -87,37 +87,44 @@ def boxes_in_file_pixels(faces: list[dict], img) -> None:
 
 
 def explain_face(pred: Predictor, crop: np.ndarray, target: int, method: str,
-                 side: int = 192) -> tuple[np.ndarray, str | None]:
+                 side: int = 288) -> tuple[np.ndarray, str | None]:
     """The attribution of one face for one class painted over the face enlarged to `side` pixels (RGB uint8),
-    and a note when the map needed explaining. Integrated Gradients and Occlusion start from a black face
-    (pixel value 0, normalised as the network sees it). A Grad-CAM that comes out blank (no positive
-    gradient at the last conv layer) falls back to earlier conv layers, and the note says so."""
+    and a note when the map needed explaining (see `attribution_map`)."""
     from PIL import Image
-    from torch import nn
 
+    from fercore.predict.explain import overlay
+    attr, note = attribution_map(pred, crop, target, method)
+    face = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
+    return overlay(face, attr), note
+
+
+def attribution_map(pred: Predictor, crop: np.ndarray, target: int, method: str) -> tuple[np.ndarray, str | None]:
+    """The (S, S) unit-range attribution of one face for one class, and a note when it needs explaining.
+    Integrated Gradients and Occlusion start from a black face
+    (pixel value 0, normalised as the network sees it). Grad-CAM weighs the last feature map (after its ReLU:
+    tested to give face-shaped maps on FER2013 faces, tests/test_explain_readable.py); where that is blank (no
+    positive gradient there) it weighs the same map before its ReLU, and the note says so."""
     from fercore.models import saliency_target_layer
-    from fercore.predict.explain import attribute, overlay
+    from fercore.predict.explain import attribute, pre_activation
     x = pred.input_tensor(crop)
     black = float(pred.input_tensor(np.zeros_like(crop)).flatten()[0])
     layers = [None]
     if method == "gradcam":
         last = saliency_target_layer(pred.model)
-        convs = [m for m in pred.model.modules() if isinstance(m, nn.Conv2d)]
-        earlier = convs[:convs.index(last)] if last in convs else convs[:-1]
-        layers = [last] + earlier[::-1][:3]
+        layers = [last] + [m for m in (pre_activation(pred.model, last),) if m is not None]
     note = None
     for depth, layer in enumerate(layers):
         attr = attribute(pred.model, x, target, method, target_layer=layer, baseline=black)
         if float(attr.max()) > 0:
             if depth:
-                note = (f"Grad-CAM at the last conv layer was blank (no positive gradient there for this class), "
-                        f"so this map is from {depth} conv layer(s) earlier.")
+                note = ("Grad-CAM after the last layer's ReLU was blank for this class, so this map weighs the same "
+                        "layer before its ReLU (where evidence against the class is not yet cut off).")
             break
     else:
         if method == "gradcam":
-            note = "Grad-CAM is blank for this class: no conv layer has a positive gradient towards it."
-    face = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
-    return overlay(face, attr), note
+            note = ("Grad-CAM is blank for this class: the last feature map holds no positive evidence for it. "
+                    "Saliency or Occlusion still show what moves the score.")
+    return attr, note
 
 
 def explain_image(pred: Predictor, path: Path, method: str, out: Path, face: int = 1) -> dict:

@@ -362,10 +362,52 @@ def check_dominant_class(ctx: _Context) -> list[dict]:
         predicted_class=classes[j], share=share, true_share=true_share, split=ctx.split)]
 
 
+def majority_baseline(evaluation: Evaluation) -> tuple[float, str]:
+    """The accuracy of always answering the split's largest class, and that class."""
+    rows = [sum(r) for r in evaluation.confusion]
+    i = max(range(len(rows)), key=rows.__getitem__)
+    return rows[i] / max(sum(rows), 1), evaluation.classes[i]
+
+
+def learned_something(run: Run, evaluation: Evaluation | None = None) -> bool | None:
+    """The one rule for "this run learned something", shared by the diagnosis and the lesson summaries: its
+    accuracy on the split it reports (test when it has one, else val) beats always answering the largest class
+    by more than the sampling noise of that split (one binomial standard deviation). None: no evaluation."""
+    ev = evaluation or run.scored
+    if ev is None or not ev.confusion:
+        return None
+    base, _ = majority_baseline(ev)
+    n = sum(map(sum, ev.confusion)) or ev.n
+    return confusion_accuracy(ev) - base > math.sqrt(base * (1 - base) / max(n, 1))
+
+
+def confusion_accuracy(evaluation: Evaluation) -> float:
+    """The accuracy its confusion matrix counts (the stored accuracy is the same number for any real run)."""
+    total = sum(map(sum, evaluation.confusion))
+    return sum(evaluation.confusion[i][i] for i in range(len(evaluation.confusion))) / total if total else \
+        evaluation.accuracy
+
+
+def check_learned_nothing(ctx: _Context) -> list[dict]:
+    """No better than the safe guess: the run has not learned anything usable (too short, too little data, or
+    a setting that stops it learning)."""
+    if ctx.run.status != RunStatus.FINISHED or ctx.evaluation is None or learned_something(ctx.run, ctx.evaluation) \
+            is not False:
+        return []
+    base, cls = majority_baseline(ctx.evaluation)
+    accuracy = confusion_accuracy(ctx.evaluation)
+    return [finding(
+        "learned_nothing", "warning",
+        f"On {ctx.split} the run scored {accuracy:.1%}, no better than always answering {cls} "
+        f"({base:.1%}): it has not learned anything usable yet. Train more epochs or on a larger share of the data "
+        "before reading anything into its curves.", accuracy=accuracy, baseline=base,
+        majority_class=cls, split=ctx.split)]
+
+
 CHECKS: list[Callable[[_Context], list[dict]]] = [
-    check_failed, check_divergence, check_exploding_gradients, check_vanishing_gradients, check_oscillation,
-    check_overfitting, check_underfitting, check_dead_activations, check_never_predicted, check_dominant_class,
-    check_confused_pairs,
+    check_failed, check_learned_nothing, check_divergence, check_exploding_gradients, check_vanishing_gradients,
+    check_oscillation, check_overfitting, check_underfitting, check_dead_activations, check_never_predicted,
+    check_dominant_class, check_confused_pairs,
 ]
 
 

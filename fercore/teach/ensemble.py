@@ -25,12 +25,13 @@ def load_probs(ev: Evaluation | None) -> np.ndarray | None:
 
 
 def test_set_key(run: Run) -> tuple:
-    """Runs with the same key were evaluated on the same images in the same order (class subset included)."""
+    """Runs with the same key were evaluated on the same images in the same order (class subset included). The
+    dataset counts by its content (fingerprint), not its name: the same images imported under two names match."""
     c = run.config
     ratios = c.split_ratios if c.split == "random" else ()
     val_fraction = c.val_fraction if c.split == "val_from_train" else None
     seed = c.split_seed if c.split != "usage" else None
-    return (run.dataset or c.data, tuple(run.classes), c.split, ratios, val_fraction, seed)
+    return (run.dataset_fingerprint or run.dataset or c.data, tuple(run.classes), c.split, ratios, val_fraction, seed)
 
 
 def ensemble(runs: list[Run], evaluations: dict[int, Evaluation], split: str = "test") -> dict:

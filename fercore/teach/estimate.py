@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from fercore.config import EMOTIONS, RunConfig
+from fercore.fmt import duration
 
 # Training images per class of the datasets a class usually picks (FER2013 Training split; the synthetic
 # set is balanced, 80 % of its images train). Unknown names are assumed FER2013-sized.
@@ -20,9 +21,9 @@ IMAGENET_GMACS = {"vgg16": 15.47, "resnet18": 1.814, "resnet50": 4.089, "resnet1
 BACKWARD_FACTOR = 3.0   # forward + backward ~ 3 forward passes when every layer trains
 
 
-def train_images(config: RunConfig, store=None) -> tuple[int, str]:
-    """Training images per epoch for this config, and where the number comes from."""
-    counts, basis = None, ""
+def train_class_counts(config: RunConfig, store=None) -> tuple[dict, str]:
+    """Training images per class of the whole dataset (before `data_fraction`), for the config's classes, and
+    where the numbers come from."""
     info = store.dataset_info(config.data) if store is not None else None
     if info:
         counts, basis = dict(info.class_counts["train"]), f"dataset {config.data!r}"
@@ -33,6 +34,12 @@ def train_images(config: RunConfig, store=None) -> tuple[int, str]:
         counts, basis = FER2013_TRAIN, "assumed FER2013-sized (28,709 training images)"
     if config.classes:
         counts = {c: v for c, v in counts.items() if c in config.classes}
+    return counts, basis
+
+
+def train_images(config: RunConfig, store=None) -> tuple[int, str]:
+    """Training images per epoch for this config, and where the number comes from."""
+    counts, basis = train_class_counts(config, store)
     return int(sum(counts.values()) * config.data_fraction), basis
 
 
@@ -69,3 +76,40 @@ def estimate_runs(configs: list[RunConfig], store=None) -> dict:
             seconds[kind] += (seen * train_cost + val_images * fwd) / rate["flops"] + steps * rate["step_s"]
     return {"images": int(images), "seconds_cpu": round(seconds["cpu"]), "seconds_gpu": round(seconds["gpu"]),
             "basis": basis + "; a rough cost model, not a measurement"}
+
+
+# --- settings that cannot teach anything ---------------------------------------------------------------------
+# A few hundred faces per class is where a small CNN on FER2013 starts to beat always answering the largest
+# class; with 28 images (0.001 of FER2013) the network answers one class for everything.
+MIN_IMAGES_PER_CLASS = 200
+# A learning curve needs a few points to show a trend (falling, flattening, turning up); one epoch is one dot.
+MIN_CURVE_EPOCHS = 3
+
+
+def teaching_warnings(config: RunConfig, store=None, on_gpu: bool = False) -> list[str]:
+    """Plain sentences, each with its fix, about settings whose run cannot show a student anything: too few
+    training images per class, too few epochs for a curve. The Train form and `train` both show them."""
+    out = []
+    counts, basis = train_class_counts(config, store)
+    full = sum(counts.values())
+    per_class = full * config.data_fraction / max(len(counts), 1)
+    device = "GPU" if on_gpu else "CPU"
+    if counts and per_class < MIN_IMAGES_PER_CLASS:
+        need = min(1.0, MIN_IMAGES_PER_CLASS * len(counts) / max(full, 1))
+        fixed = config.replace(data_fraction=round(need + 0.005, 2) if need < 1 else 1.0)
+        seconds = estimate_runs([fixed], store)["seconds_gpu" if on_gpu else "seconds_cpu"]
+        fix = (f"set the share of the training images to at least {fixed.data_fraction:g} (about {duration(seconds)} "
+               f"for {config.epochs} epoch{'' if config.epochs == 1 else 's'} on this {device})" if need < 1 else
+               "use a larger dataset or fewer classes (this one has fewer than that even in full)")
+        out.append(f"Only about {per_class:,.0f} training images per class ({basis}, share {config.data_fraction:g}): "
+                   f"too few for a network to learn expressions, so it will likely answer one class for everything. "
+                   f"To learn something, {fix}.")
+    if config.epochs < MIN_CURVE_EPOCHS:
+        fixed = config.replace(epochs=MIN_CURVE_EPOCHS)
+        seconds = estimate_runs([fixed], store)["seconds_gpu" if on_gpu else "seconds_cpu"]
+        points = "a single point" if config.epochs == 1 else f"only {config.epochs} points"
+        out.append(f"With {config.epochs} epoch{'' if config.epochs == 1 else 's'} each learning curve is {points}, "
+                   "which cannot show whether the model is still learning or overfitting. "
+                   f"Train at least {MIN_CURVE_EPOCHS} epochs "
+                   f"(about {duration(seconds)} on this {device}).")
+    return out

@@ -20,9 +20,8 @@ from fercore.config import RunConfig
 from fercore.errors import NotFound
 from fercore.store.entities import Run, RunStatus
 from fercore.teach.estimate import estimate_runs
-from fercore.teach.summaries import (
-    ACC_TOLERANCE,
-    DONE,
+from fercore.teach.summaries import ACC_TOLERANCE, DONE, finding
+from fercore.teach.verdicts import (
     summarize_accuracy,
     summarize_batch_size,
     summarize_class_weights,
@@ -55,7 +54,7 @@ class Lesson:
     values: tuple
     base: dict                         # changes to RunConfig's defaults shared by every run of the lesson
     explanation: str                   # two paragraphs: what to watch, why it happens
-    summarize: Callable[..., str]      # (lesson, runs, epochs_by_run) -> what the finished runs showed
+    summarize: Callable[..., object]   # (lesson, runs, epochs_by_run, noise) -> Verdict (fercore.teach.verdicts)
     variants: dict | None = None       # value -> config changes, when one setting means several fields
     fixed_epochs: bool = False         # the epochs lesson: --epochs must not flatten its values
 
@@ -246,15 +245,16 @@ def start_lesson(store, name: str, data: str = "synthetic", epochs: int | None =
 
 
 def lesson_status(store, group_name: str) -> dict:
-    """{"lesson", "title", "runs", "done", "summary"}; the summary once every run has finished, failed or
-    been cancelled."""
+    """{"lesson", "title", "runs", "done", "summary", "finding"}; the summary (the finding's text, by the one rule
+    of fercore.teach.summaries.finding) once every run has finished, failed or been cancelled."""
     runs = sorted(store.list_runs(group_name=group_name), key=lambda r: r.id)
     if not runs:
         raise NotFound(f"There is no lesson run group named {group_name!r}.")
     lesson = get_lesson(group_name.rsplit("-", 1)[0])
     done = all(r.status in DONE for r in runs)
-    summary = lesson.summarize(lesson, runs, {r.id: store.epochs(r.id) for r in runs}) if done else None
-    return {"lesson": lesson.name, "title": lesson.title, "runs": runs, "done": done, "summary": summary}
+    found = finding(lesson, runs, {r.id: store.epochs(r.id) for r in runs}, store) if done else None
+    return {"lesson": lesson.name, "title": lesson.title, "runs": runs, "done": done,
+            "summary": found.text if found else None, "finding": found}
 
 
 def _same(a, b) -> bool:

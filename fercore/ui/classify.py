@@ -1,7 +1,9 @@
 """Classify-page work: find the faces of an upload once, score them with each chosen run, explain them.
 
-Detection is cached per image (by content), attributions per (run, face, class, method), so changing
-the method or adding a run redoes only what changed. One lock serialises use of the shared cached
+Detection is cached per image (by content), probabilities per (run, faces), attributions per (run, face, class,
+method), so changing the method or adding a run redoes only what changed: a method switch recomputes one map per
+face and run, never the detection or the classification. The photo is kept in the session so that it is still
+there after a visit to another page. One lock serialises use of the shared cached
 networks: attribution briefly changes a model's flags, and two sessions must not interleave there.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ import streamlit as st
 from PIL import Image
 
 MODEL_LOCK = threading.Lock()
-DISPLAY_SIDE = 192      # faces are shown (and explained over) at this size
+DISPLAY_SIDE = 288      # faces are shown (and explained over) at this size
+PHOTO = "_classify_photo"   # (name, bytes, from the camera) of the photo on show, kept across pages
 MAX_SHOWN_SIDE = 1200   # the boxed photo is reduced to this for display
 
 
@@ -46,12 +49,26 @@ def detect(image_bytes: bytes) -> Detection:
                      list(found.notes), seconds, img.size)
 
 
-def scores(pred, crops: np.ndarray) -> tuple[np.ndarray, float]:
-    """Class probabilities of every face for one run, and the seconds it took."""
+@st.cache_data(max_entries=64, show_spinner=False)
+def scores(run_id: int, checkpoint: str, crops: np.ndarray) -> tuple[np.ndarray, float]:
+    """Class probabilities of every face for one run, and the seconds they took (when first computed)."""
+    from fercore.ui import state
+    pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
     with MODEL_LOCK:
         probs = pred.probs(crops)
     return probs, time.perf_counter() - t0
+
+
+def keep_photo(upload, from_camera: bool) -> tuple[str, bytes, bool] | None:
+    """The photo to show: a new upload or camera shot (kept in the session), else the one kept from before."""
+    if upload is not None:
+        st.session_state[PHOTO] = (upload.name, upload.getvalue(), from_camera)
+    return st.session_state.get(PHOTO)
+
+
+def forget_photo() -> None:
+    st.session_state.pop(PHOTO, None)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -1,6 +1,8 @@
-"""The Train page's form, built from RunConfig's field table (help, choices, bounds, group).
+"""The Train page's form, built from RunConfig's field table (label, help, choices, bounds, group, basic, applies).
 
-Adding a setting to RunConfig adds its widget here with no other change. Widget values live in
+The first view holds what a student decides (the fields marked `basic`, and augmentation on or off); everything
+else sits under Advanced, grouped. A setting whose `applies` conditions do not hold for the form's current values
+is not drawn. Adding a setting to RunConfig adds its widget here with no other change. Widget values live in
 st.session_state under "cfg_<field>", mirrored in a plain dict so the form survives a visit to
 another page (Streamlit drops the state of widgets that were not drawn).
 """
@@ -11,7 +13,16 @@ import statistics
 
 import streamlit as st
 
-from fercore.config import EMOTIONS, RunConfig, config_fields
+from fercore.config import (
+    AUGMENTATION_ON,
+    AUGMENTS,
+    EMOTIONS,
+    RunConfig,
+    applies,
+    augmentation_on,
+    config_fields,
+    field_default,
+)
 from fercore.presets import PRESETS, preset_config
 from fercore.store.entities import RunStatus
 
@@ -25,6 +36,8 @@ DATA_FIELDS = tuple(f.name for f in config_fields() if f.metadata.get("group") =
 DATA_AUTO = "_train_data_auto"          # the dataset the form picked by itself (until the user picks one)
 STEPS = {"lr": 1e-4, "weight_decay": 1e-5, "momentum": 0.01, "rotation": 1.0, "grad_clip": 0.5, "mixup": 0.1}
 STATE = "train_form"
+AUGMENT, AUG_SAVED = "train_augment", "_train_aug_saved"   # the first view's augmentation switch
+SUGGESTED = "_train_suggested_name"
 NO_PRESET = "(none: the plain settings)"   # the first choice of every preset picker
 PRESET_CHOICES = [NO_PRESET, *PRESETS]
 
@@ -34,15 +47,11 @@ def preset_or_plain(choice: str) -> RunConfig:
     return RunConfig() if choice == NO_PRESET else preset_config(choice)
 
 
-def _default(f: dataclasses.Field):
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
 def _to_widget(f: dataclasses.Field, value):
     """A config value as its widget holds it (lists as 'a, b' text, class subsets as lists)."""
     if f.name == "classes":
         return list(value or [])
-    if isinstance(_default(f), tuple):
+    if isinstance(field_default(f), tuple):
         return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return value
 
@@ -110,58 +119,133 @@ def _ensure_state() -> dict:
     return values
 
 
-def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str], arch: str):
-    meta, key, default = f.metadata, f"cfg_{f.name}", _default(f)
-    label, help_ = f.name.replace("_", " "), meta["help"]
-    applies = meta.get("applies")   # RunConfig's field table says which architectures a setting is for
-    disabled = (applies == "custom" and arch != "custom") or (applies == "imagenet" and arch == "custom")
+def _widget(f: dataclasses.Field, datasets: list[str], classes: list[str]):
+    meta, key, default = f.metadata, f"cfg_{f.name}", field_default(f)
+    label, help_, labels = meta["label"], meta["help"], meta["labels"]
     if f.name == "data":
         options = list(dict.fromkeys(datasets + ["synthetic", st.session_state.get(key, "synthetic")]))
         return st.selectbox(label, options, key=key, help=help_, on_change=_data_picked)
     if f.name == "classes":
         options = list(dict.fromkeys(classes + list(st.session_state.get(key) or [])))
         return st.multiselect(label, options, key=key, help=help_, placeholder="all classes")
+    if f.name == "name":
+        return st.text_input(label, key=key, help=help_ + " Left empty, the run gets the name shown.",
+                             placeholder=st.session_state.get(SUGGESTED, ""))
     if isinstance(default, bool):
-        return st.checkbox(label, key=key, help=help_, disabled=disabled)
+        return st.checkbox(label, key=key, help=help_)
     if meta.get("choices"):
-        return st.selectbox(label, list(meta["choices"]), key=key, help=help_, disabled=disabled)
+        return st.selectbox(label, list(meta["choices"]), key=key, help=help_,
+                            format_func=lambda v: str(labels.get(v, v)),
+                            on_change=_arch_picked if f.name == "arch" else None)
     if isinstance(default, tuple) or isinstance(default, str):
-        return st.text_input(label, key=key, help=help_, disabled=disabled)
+        return st.text_input(label, key=key, help=help_)
     lo, hi = meta.get("lo"), meta.get("hi")
     if isinstance(default, int):
         return st.number_input(label, min_value=None if lo is None else int(lo), max_value=None if hi is None
-                               else int(hi), step=1, key=key, help=help_, disabled=disabled)
+                               else int(hi), step=1, key=key, help=help_)
     step = STEPS.get(f.name, 0.05 if hi is not None and hi <= 1 else 1.0)
     return st.number_input(label, min_value=None if lo is None else float(lo), max_value=None if hi is None
-                           else float(hi), step=float(step), format="%g", key=key, help=help_, disabled=disabled)
+                           else float(hi), step=float(step), format="%g", key=key, help=help_)
 
 
-def config_form(datasets: list[str], classes: list[str], gpu: bool = True) -> dict:
-    """Draw the grouped form (GPU-only settings only where a GPU trains); return the raw values (turn them
-    into a RunConfig with `to_config`)."""
+def _arch_picked() -> None:
+    """The custom CNN has no pretrained weights; an ImageNet net is picked for its weights (fine-tuned unless
+    the student chooses otherwise)."""
+    arch = st.session_state["cfg_arch"]
+    if arch == "custom":
+        _set("transfer", "scratch")
+    elif st.session_state.get("cfg_transfer", "scratch") == "scratch":
+        _set("transfer", "unfrozen")
+
+
+def _augmentation_switched() -> None:
+    """Augmentation off sets every augmentation's strength to 0 (remembering them); on puts them back, or the
+    lab's usual set when there were none."""
+    values = st.session_state[STATE]
+    if not st.session_state[AUGMENT]:
+        st.session_state[AUG_SAVED] = {k: values[k] for k in AUGMENTS}
+        for k in AUGMENTS:
+            _set(k, 0.0)
+        return
+    saved = st.session_state.get(AUG_SAVED) or {}
+    for k, v in (saved if augmentation_on(saved) else AUGMENTATION_ON).items():
+        _set(k, v)
+
+
+def current_values() -> dict:
+    """The form's values as the widgets hold them now (before they are drawn in this run)."""
     values = _ensure_state()
-    arch = st.session_state.get("cfg_arch", "custom")
-    hidden = HIDDEN if gpu else HIDDEN | GPU_ONLY
+    for name in values:
+        if f"cfg_{name}" in st.session_state:
+            values[name] = st.session_state[f"cfg_{name}"]
+    return values
+
+
+def _shown(f: dataclasses.Field, values: dict, gpu: bool) -> bool:
+    return f.name not in HIDDEN and (gpu or f.name not in GPU_ONLY) and applies(f, values)
+
+
+def basic_form(datasets: list[str], classes: list[str], suggested_name: str = "") -> dict:
+    """The first view: model (and its pretrained weights), data and share, epochs, learning rate, augmentation
+    on or off, the run's name. Returns the form's raw values (turn them into a RunConfig with `to_config`)."""
+    values = current_values()
+    st.session_state[SUGGESTED] = suggested_name
+    fs = [f for f in config_fields() if f.metadata["basic"] and _shown(f, values, True)]
+    order = ["arch", "transfer", "data", "classes", "data_fraction", "epochs", "lr", "name"]
+    fs.sort(key=lambda f: order.index(f.name) if f.name in order else len(order))
+    cols = st.columns(3)
+    for i, f in enumerate(fs):
+        with cols[i % 3]:
+            values[f.name] = _widget(f, datasets, classes)
+    st.session_state[AUGMENT] = augmentation_on(values)
+    with cols[len(fs) % 3]:
+        st.toggle("Augmentation", key=AUGMENT, on_change=_augmentation_switched,
+                  help="Flipped, rotated, shifted and zoomed copies of the training faces (the strengths are under "
+                       "Advanced). Off trains on the images as they are.")
+    return values
+
+
+def advanced_form(datasets: list[str], classes: list[str], gpu: bool = True) -> dict:
+    """Everything that is not on the first view, grouped in tabs; GPU-only settings only where a GPU trains, and
+    no setting that does not apply to the form's current values."""
+    values = current_values()
     by_group: dict[str, list] = {}
     for f in config_fields():
-        if f.name not in hidden:
-            by_group.setdefault(f.metadata.get("group", "optimisation"), []).append(f)
+        if not f.metadata["basic"] and _shown(f, values, gpu):
+            by_group.setdefault(f.metadata["group"], []).append(f)
     tabs = st.tabs([GROUPS.get(g, g) for g in by_group])
     for tab, (group, fs) in zip(tabs, by_group.items()):
         with tab:
             cols = st.columns(3)
             for i, f in enumerate(fs):
                 with cols[i % 3]:
-                    values[f.name] = _widget(f, datasets, classes, arch)
+                    values[f.name] = _widget(f, datasets, classes)
     return values
 
 
-def to_config(values: dict, preset: str = "") -> RunConfig:
-    """The form's values as a validated RunConfig (ConfigError with a plain sentence otherwise)."""
+def to_config(values: dict, preset: str = "", suggested_name: str = "") -> RunConfig:
+    """The form's values as a validated RunConfig (ConfigError with a plain sentence otherwise); an empty name
+    takes the suggested one."""
     raw = {k: v for k, v in values.items() if k not in HIDDEN}
     if isinstance(raw.get("classes"), list):
         raw["classes"] = tuple(raw["classes"])
+    if not str(raw.get("name") or "").strip():
+        raw["name"] = suggested_name
     return RunConfig.from_dict({**raw, "preset": preset})
+
+
+def suggest_name(config: RunConfig, taken: set[str]) -> str:
+    """A fresh run name that says what the run is: 'cpu-starter-lr0.003-e28', '-2', '-3'... when taken."""
+    base = f"{config.preset or config.arch}-lr{config.lr:g}-e{config.epochs}"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def clear_name() -> None:
+    """After queueing: the next run gets a fresh suggested name, not this one's."""
+    _set("name", "")
 
 
 # --- time per epoch ------------------------------------------------------------------------------------------

@@ -62,6 +62,15 @@ def keep(key: str) -> None:
     st.session_state[f"_{key}"] = st.session_state.get(key)
 
 
+def active_runs_changed(runs) -> bool:
+    """True when the queued and running runs differ from what this session last saw in the Runs table (False at
+    its first look): the page then reruns whole, so the sidebar's counts are read with the table."""
+    now = sorted((r.id, str(r.status)) for r in runs if r.status.active)
+    before = st.session_state.get("_active_runs")
+    st.session_state["_active_runs"] = now
+    return before is not None and before != now
+
+
 # --- errors a user can cause: one sentence on the page, never a traceback ------------------------
 @contextmanager
 def shown_errors(action: str):
