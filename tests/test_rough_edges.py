@@ -93,7 +93,7 @@ def test_the_offline_weights_sentence_reaches_the_page_as_it_is():
 
 
 def test_the_sidebar_never_calls_a_worker_busy_with_a_finished_run(tmp_path):
-    from fercore.jobs.worker import worker_status
+    from fercore.jobs.liveness import worker_status
     store = RunStore(str(tmp_path / "runs.db"))
     run = store.create_run(RunConfig(), status=RunStatus.RUNNING)
     wid = store.register_worker(os.getpid(), "cpu")
