@@ -60,6 +60,10 @@ class Recorder:
 
     def on_evaluation(self, split: str, evaluation: dict) -> None: ...
 
+    def out_of_time(self) -> bool:
+        """Asked after each epoch: True ends training there, as early stopping does (the best epoch is kept)."""
+        return False
+
 
 @dataclass
 class FitResult:
@@ -172,7 +176,7 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
             scheduler.step(record["val_loss"])
         progress.elapsed = time.perf_counter() - loop.t_start
         recorder.on_checkpoint(_snapshot(progress, model, optimizer, scheduler, gen, device))
-        if config.early_stopping and progress.since_best >= config.early_stopping:
+        if (config.early_stopping and progress.since_best >= config.early_stopping) or recorder.out_of_time():
             progress.stopped_early = True
             break
 

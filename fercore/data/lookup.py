@@ -29,10 +29,12 @@ def require(spec: str, store) -> None:
                        "Data page or with `python -m fercore data import`, or use `synthetic`.")
 
 
-def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False, source: str | None = None):
+def import_dataset(src: str, store, name: str | None = None, dedupe: bool = False, source: str | None = None,
+                   by=None):
     """Read a source, audit it (fercore.data.audit: duplicates within and across splits, blank images), drop
     cross-split copies and blanks when `dedupe`, and store it with its audit. Returns the stored DatasetInfo.
-    `source`: where it came from, as the datasets table shows it, when `src` is a temporary copy (an upload)."""
+    `source`: where it came from, as the datasets table shows it, when `src` is a temporary copy (an upload).
+    `by`: who imports it (fercore.auth.User; the store checks they may and records them as its owner)."""
     from fercore.data import audit as audit_mod
     from fercore.data.sources import load_source  # here: sources pull in PIL
     ds = load_source(src)
@@ -44,14 +46,15 @@ def import_dataset(src: str, store, name: str | None = None, dedupe: bool = Fals
     dropped: list[str] = []
     if dedupe:
         ds, dropped = audit_mod.dedupe(ds, hashes)
-    return store.add_dataset(ds, name, audit={**report, "deduplicated": bool(dedupe), "dropped": dropped})
+    return store.add_dataset(ds, name, audit={**report, "deduplicated": bool(dedupe), "dropped": dropped}, by=by)
 
 
-def resolve(spec: str, store, keep: bool = True) -> FERDataset:
-    """The dataset a spec names. A name in the store is loaded; `synthetic[...]` is drawn and a path imported,
-    and both are added to the store under their name when `keep` (so runs can refer to them later)."""
+def resolve(spec: str, store, keep: bool = True, fingerprint: str | None = None) -> FERDataset:
+    """The dataset a spec names. A name in the store is loaded (with `fingerprint`, the version of that name with
+    those images); `synthetic[...]` is drawn and a path imported, and both are added to the store under their name
+    when `keep` (so runs can refer to them later)."""
     if store.dataset_info(spec) is not None:
-        return store.load_dataset(spec)
+        return store.load_dataset(spec, fingerprint=fingerprint)
     require(spec, store)
     from fercore.data.sources import load_source  # here: sources pull in PIL
     ds = load_source(spec)

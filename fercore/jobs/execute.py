@@ -39,8 +39,10 @@ def can_resume(store: RunStore, run: Run) -> bool:
 class StoreRecorder(Recorder):
     """Writes progress, epochs, evaluations and the resumable state of one run as they happen."""
 
-    def __init__(self, store: RunStore, run_id: int, logger: logging.Logger | None = None):
+    def __init__(self, store: RunStore, run_id: int, logger: logging.Logger | None = None,
+                 budget_s: float | None = None):
         self.store, self.run_id, self.log = store, run_id, logger or log
+        self.budget_s, self.elapsed_s, self.budget_hit = budget_s, 0.0, False   # the class's per-run time budget
 
     def on_start(self, info: dict) -> None:
         self.store.update_run(self.run_id, device=info["device"], n_params=info.get("n_params"),
@@ -51,6 +53,7 @@ class StoreRecorder(Recorder):
                       info["n_train"], info["n_val"], info["n_test"], info.get("n_params"))
 
     def on_batch(self, progress: dict) -> bool:
+        self.elapsed_s = float(progress.get("elapsed_s") or 0.0)
         return self.store.set_progress(self.run_id, {"phase": "training", **progress})
 
     def on_epoch(self, rec: dict) -> None:
@@ -64,6 +67,10 @@ class StoreRecorder(Recorder):
         with atomic_path(self.store.run_dir(self.run_id) / RESUME_FILE) as tmp:
             torch.save(state, tmp)
 
+    def out_of_time(self) -> bool:
+        self.budget_hit = self.budget_hit or (self.budget_s is not None and self.elapsed_s >= self.budget_s)
+        return self.budget_hit
+
     def on_evaluation(self, split: str, ev: dict) -> None:
         self.log.info("%s accuracy %.4f on %d images (tta %s)", split, ev["accuracy"], ev["n"], ev["tta"])
 
@@ -75,12 +82,14 @@ def execute_run(store: RunStore, run_id: int, device: str | None = None,
     logger = logger or log
     run = store.get_run(run_id)
     try:
-        dataset = resolve(run.config.data, store)
+        # the version it started on, though a newer one was imported under its name since
+        dataset = resolve(run.config.data, store, fingerprint=run.dataset_fingerprint)
         dev = pick_device(device)
         state = load_resume_state(store, run_id, logger)
         store.update_run(run_id, device=device_name(dev), dataset=run.config.data)
-        result = fit(run.config, dataset, StoreRecorder(store, run_id, logger), dev, resume=state)
-        finish(store, run, result)
+        recorder = StoreRecorder(store, run_id, logger, budget_s=store.time_budget_s(run))
+        result = fit(run.config, dataset, recorder, dev, resume=state)
+        finish(store, run, result, budget_hit=recorder.budget_hit)
     except Cancelled:
         store.set_status(run_id, RunStatus.CANCELLED, "cancelled by its owner; the finished epochs are kept and "
                                                       "`runs resume` continues it")
@@ -110,7 +119,7 @@ def load_resume_state(store: RunStore, run_id: int, logger: logging.Logger) -> d
     return state
 
 
-def finish(store: RunStore, run: Run, result) -> None:
+def finish(store: RunStore, run: Run, result, budget_hit: bool = False) -> None:
     """Save the chosen checkpoint and the evaluations, mark the run finished, and drop its resume state."""
     folder = store.run_dir(run.id)
     ckpt = folder / CHECKPOINT_FILE
@@ -118,8 +127,9 @@ def finish(store: RunStore, run: Run, result) -> None:
     for split, ev in result.evaluations.items():
         ev["probs_path"] = probs_to_file(folder / f"probs_{split}.npy", result.probs[split])
         store.add_evaluation(run.id, ev, split=split, dataset=run.config.data)
-    store.update_run(run.id, checkpoint=str(ckpt), progress={"phase": "done", "best_epoch": result.best_epoch,
-                                                             "stopped_early": result.stopped_early})
+    store.update_run(run.id, checkpoint=str(ckpt), budget_stopped=budget_hit,
+                     progress={"phase": "done", "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+                               "budget_stopped": budget_hit})
     store.set_status(run.id, RunStatus.FINISHED)
     (folder / RESUME_FILE).unlink(missing_ok=True)   # a finished run keeps only its final checkpoint
 

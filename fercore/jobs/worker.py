@@ -56,6 +56,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from fercore.auth import PERSONAL, Action, User, require
 from fercore.errors import ConfigError, UserError
 from fercore.store import Run, RunStore, Worker
 from fercore.store.entities import RunStatus
@@ -384,17 +385,19 @@ def requeue_to_resume(store: RunStore, run_id: int) -> bool:
     return True
 
 
-def resume_run(store: RunStore, run) -> Run:
+def resume_run(store: RunStore, run, by: User | None = None) -> Run:
     """`runs resume RUN` and the Runs page's button: queue a failed or cancelled run to continue from its last
-    checkpoint."""
+    checkpoint (its owner or the instructor)."""
     from fercore.jobs.execute import can_resume
     run = store.get_run(run)
+    require(by or PERSONAL, Action.RESUME, run.owner, what=f"run {run.label}")
     if not run.status.resumable:
         raise UserError(f"Run {run.label} is {run.status}; only a failed or cancelled run can be resumed.")
     if not can_resume(store, run):
         raise UserError(f"Run {run.label} has no saved training state to resume from (it stopped before its first "
                         "epoch ended, or it was trained by an older version); queue it again instead.")
     store.set_status(run.id, RunStatus.QUEUED, f"resumed by hand after: {run.error or run.status}")
+    store.record(by, "resume", f"run {run.id} ({run.name})")
     return store.get_run(run.id)
 
 
@@ -404,7 +407,7 @@ def this_host() -> str:
 
 
 # --- cancelling --------------------------------------------------------------------------------------------
-def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
+def cancel_runs(store: RunStore, runs: list[int | str], by: User | None = None) -> list[Run]:
     """Cancel runs: a queued one at once, a running one at its next batch (its worker then ends it `cancelled`).
     A sweep whose trial was cancelled goes on with its next trial, as after any trial that ended; but when one
     call cancels several trials of a sweep and none is left to come, its owner is stopping the sweep (the Runs
@@ -413,9 +416,10 @@ def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
     sweeps = {}
     for rid in ids:
         run = store.get_run(rid)
+        require(by or PERSONAL, Action.CANCEL, run.owner, what=f"run {run.label}")   # all or none
         if run.group_kind == "sweep" and run.status.active:
             sweeps.setdefault(run.group_name, set()).add(rid)
-    out = [store.request_cancel(rid) for rid in ids]
+    out = [store.request_cancel(rid, by=by) for rid in ids]
     from fercore.teach.sweeps import stop_sweep
     for name, chosen in sweeps.items():
         others = [r for r in store.list_runs(group_name=name) if r.status.active and r.id not in chosen]

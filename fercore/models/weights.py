@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from fercore.auth import PERSONAL, Action, User, require
 from fercore.config import RunConfig
 from fercore.models.backbones import BACKBONES, TRANSFER_MODES
 
@@ -252,8 +253,10 @@ def not_weights_sentence(name: str) -> str:
             "its checksum, and nothing was imported.")
 
 
-def import_weights(path: Path) -> ImportReport:
-    """Import the weights files at `path`: one file, a folder (searched recursively) or a .zip of them."""
+def import_weights(path: Path, by: User | None = None) -> ImportReport:
+    """Import the weights files at `path`: one file, a folder (searched recursively) or a .zip of them. The
+    weights are shared by every user of the machine: the instructor's to import."""
+    require(by or PERSONAL, Action.IMPORT_WEIGHTS)
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsError(f"There is no file or folder at {path}.")
