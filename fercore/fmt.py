@@ -42,3 +42,14 @@ def classes_text(classes) -> str:
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_MARKDOWN = set("\\`*_{}[]()#+-.!|<>~$:=^&")
+
+
+def plain(text) -> str:
+    """User text (a run, dataset or display name, a zip's folder names, notes) made safe to put inside a Markdown
+    string (st.markdown, st.caption, st.success...): every character Markdown, Streamlit's :color[] and
+    :material/icon: directives or LaTeX would read is escaped, so a name shows as typed and never as a link or an
+    image."""
+    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore import fmt
+from fercore.auth import Action, may
 from fercore.data import require
 from fercore.errors import ConfigError
 from fercore.jobs import worker
 from fercore.presets import PRESETS, device_preset
 from fercore.store.entities import RunStatus
-from fercore.ui import form, state, weights_panel
+from fercore.ui import form, signin, state, tables, weights_panel
 
 state.require_app(__file__)
 st.title("Train a model")
 store = state.get_store()
+user = signin.user()
 datasets_info = store.list_datasets()
 on_gpu = state.has_gpu()
 START_PRESET = device_preset(on_gpu)   # the lab's default recipe on a GPU, the starter's on a CPU
@@ -45,6 +47,7 @@ try:
 except ConfigError as e:   # a plain sentence about the setting that is wrong
     problem = str(e)
 
+over = None   # the sentence of a class limit this config is over
 left, right = st.columns([3, 2])
 with left:
     if problem:
@@ -56,6 +59,11 @@ with left:
             st.markdown(f"**About {fmt.duration(seconds)} per epoch**, {fmt.duration(seconds * config.epochs)} for "
                         f"{epochs} on this machine's {'GPU' if on_gpu else 'CPU'}.")
             st.caption(f"Estimate: {basis}.")
+        try:   # the class limits, said before queueing (the store refuses the same again)
+            store.check_queue(config, user)
+        except Exception as e:   # noqa: BLE001 - a Forbidden's sentence
+            over = str(e)
+            st.error(over)
         info = store.dataset_info(config.data)
         if info is not None and config.split == "usage" and not info.splits.get("val"):
             st.warning(f"{info.name!r} has no val split, so no checkpoint could be chosen. Set split to "
@@ -63,13 +71,14 @@ with left:
                        "kept for the final score (a random split would put the official test into training).")
 with right:
     missing = config is not None and weights_panel.missing_weights_notice([config], "train")
-    if st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch"):
+    blocked = config is None or missing or bool(over)
+    if st.button("Queue this run", type="primary", disabled=blocked, width="stretch"):
         with state.shown_errors("Queueing the run"):
             require(config.data, store)
-            run = store.create_run(config, status=RunStatus.QUEUED)
+            run = store.create_run(config, status=RunStatus.QUEUED, by=user)
             started = worker.ensure_worker(store) if state.autostart_worker() else False
-            st.success(f"Queued run {run.id} ({run.name})." + (" A worker was started to train it." if started
-                                                                      else ""))
+            st.success(f"Queued run {run.id} ({fmt.plain(run.name)})." +
+                       (" A worker was started to train it." if started else ""))
 with st.expander("Pretrained weights (ImageNet files for transfer learning)", expanded=bool(missing)):
     weights_panel.weights_panel()
 
@@ -81,13 +90,14 @@ def queue() -> None:
     st.subheader("Queue")
     active = sorted(store.list_runs(status=RunStatus.RUNNING) + store.list_runs(status=RunStatus.QUEUED),
                     key=lambda r: r.id)
-    allowed = state.may_manage_runs()
+    names = store.user_names()
     if not active:
         st.caption("Nothing is waiting or training.")
     for r in active:
         p = r.progress or {}
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
-        a.markdown(f"**{r.name}**  \n:gray[{r.config.arch} on {r.dataset}]")
+        a.markdown(f"**{fmt.plain(r.name)}**  \n:gray[{r.config.arch} on {fmt.plain(r.dataset)}, "
+                   f"{fmt.plain(tables.owner_name(r.owner, names))}'s]")
         if r.status == RunStatus.RUNNING:
             epochs = p.get("epochs") or r.config.epochs or 1
             done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
@@ -98,18 +108,19 @@ def queue() -> None:
             b.progress(min(max(done, 0.0), 1.0), text=text)
         else:
             b.caption("waiting for a worker")
-        if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):
-            worker.cancel_runs(store, [r.id])
+        if may(user, Action.CANCEL, r.owner) and c.button("Cancel", key=f"cancel-{r.id}",
+                                                          disabled=r.cancel_requested):
+            with state.shown_errors("Cancelling the run"):
+                worker.cancel_runs(store, [r.id], by=user)
             st.rerun(scope="fragment")
-    if active and not allowed:
-        st.caption(state.LOCKED_NOTE)
     recent = [r for r in store.list_runs(limit=8) if r.status not in (RunStatus.QUEUED, RunStatus.RUNNING)][:5]
     if recent:
         lines = []
         for r in recent:
             test = r.test_accuracy
-            line = f"**{r.name}**: {r.status}" + (f", test accuracy {fmt.pct(test)}" if test is not None else "")
-            lines.append(line + (f" :red[({r.error})]" if r.error and r.status == RunStatus.FAILED else ""))
+            line = f"**{fmt.plain(r.name)}**: {r.status}" + (f", test accuracy {fmt.pct(test)}" if test is not None
+                                                              else "")
+            lines.append(line + (f" :red[({fmt.plain(r.error)})]" if r.error and r.status == RunStatus.FAILED else ""))
         st.markdown("Recently ended:  \n" + "  \n".join(lines))
 
 

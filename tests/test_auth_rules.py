@@ -71,8 +71,8 @@ def test_limits_round_trip_and_refuse_nonsense():
         Limits.from_dict({"active_runs": 0})
 
 
-@pytest.mark.parametrize("bad", ["", " ", "x" * 61, "[click](http://evil)", "![img](http://t/p.png)", "../etc",
-                                 "a/b", "<b>hi</b>", "-rf", "fer@v1"])
+@pytest.mark.parametrize("bad", ["", " ", "x" * 101, "[click](http://evil)", "![img](http://t/p.png)", "../etc",
+                                 "a/b", "<b>hi</b>", "-rf", "fer@v1", "a:red[b]"])
 def test_names_are_validated(bad):
     with pytest.raises(UserError):
         validate_name(bad)

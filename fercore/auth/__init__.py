@@ -6,7 +6,7 @@ browser into a `User` through `identity`.
 """
 from fercore.auth.limits import Limits, check_queue, check_sweep
 from fercore.auth.rules import Action, Forbidden, may, require
-from fercore.auth.users import CLI, LEGACY_OWNER, PERSONAL, SYSTEM, Role, User, validate_name
+from fercore.auth.users import CLI, LEGACY_OWNER, PERSONAL, SYSTEM, Role, User, safe_name, validate_name
 
 __all__ = ["Action", "CLI", "Forbidden", "LEGACY_OWNER", "Limits", "PERSONAL", "Role", "SYSTEM", "User", "check_queue",
-           "check_sweep", "may", "require", "validate_name"]
+           "check_sweep", "may", "require", "safe_name", "validate_name"]

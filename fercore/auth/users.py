@@ -37,19 +37,27 @@ SYSTEM = User("system", "FER Lab", Role.INSTRUCTOR)
 # Rows made before owners existed belong to the instructor.
 LEGACY_OWNER = "instructor"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._\-]*$")
-MAX_NAME = 60
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:\-]*$")
+MAX_NAME = 100
 
 
 def validate_name(name: str, what: str = "name") -> str:
-    """A run, dataset or display name: 1-60 letters, digits, spaces, dots, dashes and underscores, starting with a
-    letter or digit (no Markdown, no HTML, no path separators). Returns it stripped, or raises a sentence."""
+    """A run, dataset or display name: 1-100 letters, digits, spaces, '.', ':', '-' and '_', starting with a letter
+    or digit (no Markdown links or images, no HTML, no path separators). Returns it stripped, or raises a
+    sentence."""
     name = (name or "").strip()
     if not name:
         raise UserError(f"The {what} is empty; type one.")
     if len(name) > MAX_NAME:
         raise UserError(f"The {what} is {len(name)} characters long; use at most {MAX_NAME}.")
     if not NAME_RE.match(name):
-        raise UserError(f"The {what} {name[:MAX_NAME]!r} may only use letters, digits, spaces, '.', '-' and '_', "
-                        "and must start with a letter or digit.")
+        raise UserError(f"The {what} {name[:MAX_NAME]!r} may only use letters, digits, spaces, '.', ':', '-' and "
+                        "'_', and must start with a letter or digit.")
     return name
+
+
+def safe_name(text: str, fallback: str = "dataset") -> str:
+    """A valid name made from one nobody typed (a file's or a zip folder's name): other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9 ._:\-]", "-", str(text or "")).strip()
+    name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:MAX_NAME].strip()
+    return name or fallback

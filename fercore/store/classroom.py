@@ -35,17 +35,36 @@ class ClassroomStore:
             row = s.get(UserRow, user.id)
             if row is None:
                 s.add(UserRow(id=user.id, name=user.name, name_key=user.name.casefold(), role=str(user.role),
-                              created_at=now(), last_seen_at=now()))
+                              created_at=now(), last_seen_at=now(), signed_in_at=now()))
             else:
                 row.name, row.name_key, row.role = user.name, user.name.casefold(), str(user.role)
-                row.last_seen_at = now()
+                row.last_seen_at = row.signed_in_at = now()
             _audit(s, user, "sign in", user.name, how)
 
-    def name_taken(self, name: str, user_id: str) -> bool:
-        """Whether another user already signed in under this display name (case does not make a new name)."""
+    def sign_out(self, user: User) -> None:
+        """Every cookie issued to this user until now stops working; a class display name is free again."""
+        with self._session.begin() as s:
+            s.execute(update(UserRow).where(UserRow.id == user.id).values(signed_out_at=now()))
+            _audit(s, user, "sign out", user.name)
+
+    def seen(self, user: User) -> None:
+        with self._session.begin() as s:
+            s.execute(update(UserRow).where(UserRow.id == user.id).values(last_seen_at=now()))
+
+    def signed_out_at(self, user_id: str) -> float | None:
+        """When the user last signed out, as a Unix time (UTC), or None."""
         with self._session() as s:
-            return s.scalar(select(func.count()).select_from(UserRow).where(
-                UserRow.name_key == name.strip().casefold(), UserRow.id != user_id)) > 0
+            t = s.scalar(select(UserRow.signed_out_at).where(UserRow.id == user_id))
+        from datetime import UTC
+        return t.replace(tzinfo=UTC).timestamp() if t else None
+
+    def name_in_use(self, user_id: str) -> bool:
+        """Whether someone is signed in under this id now (signed in, and not signed out since): a class display
+        name is one student's at a time."""
+        with self._session() as s:
+            r = s.get(UserRow, user_id)
+            return r is not None and r.signed_in_at is not None and (
+                r.signed_out_at is None or r.signed_out_at < r.signed_in_at)
 
     def list_users(self) -> list[dict]:
         """Everyone who signed in, the most recently seen first: id, name, role, last seen."""
@@ -53,6 +72,16 @@ class ClassroomStore:
             rows = s.scalars(select(UserRow).order_by(UserRow.last_seen_at.desc()))
             return [{"id": r.id, "name": r.name, "role": r.role, "last_seen": r.last_seen_at.isoformat(
                 timespec="seconds")} for r in rows]
+
+    def runs_by_owner(self) -> dict[str, dict[str, int]]:
+        """owner id -> {status: number of runs} (the trash left out): each student's runs and share of the queue."""
+        with self._session() as s:
+            rows = s.execute(select(RunRow.owner, RunRow.status, func.count()).where(RunRow.deleted_at.is_(None))
+                             .group_by(RunRow.owner, RunRow.status)).all()
+        out: dict[str, dict[str, int]] = {}
+        for owner, status, n in rows:
+            out.setdefault(owner or "instructor", {})[status] = int(n)
+        return out
 
     def user_names(self) -> dict[str, str]:
         """user id -> display name, for owner columns."""

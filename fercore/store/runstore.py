@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fercore.auth import Action, User, check_queue, require
+from fercore.auth import Action, User, check_queue, require, validate_name
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.errors import DataError, NotFound
@@ -146,8 +146,8 @@ class RunStore(ClassroomStore):
         is kept as `name@vN`, and runs that trained on it find it by fingerprint); the same images again change
         nothing. `replace=False` refuses an existing name instead."""
         by = actor(by)
-        require(by, Action.IMPORT_DATASET, what=name or ds.name)
-        name = name or ds.name
+        name = validate_name(name or ds.name, "dataset name")
+        require(by, Action.IMPORT_DATASET, what=name)
         folder = self.artifacts / "datasets"
         folder.mkdir(parents=True, exist_ok=True)
         fp = ds.fingerprint()
@@ -253,6 +253,8 @@ class RunStore(ClassroomStore):
         next trial, queued by a worker)."""
         by = actor(by)
         require(by, Action.QUEUE)
+        if config.name:
+            validate_name(config.name, "run name")
         class_limits = self.limits() if limits and not by.is_instructor else None
         with self._session.begin() as s:
             if class_limits is not None:

@@ -191,6 +191,8 @@ class UserRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    signed_in_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # cookies before it are void
 
 
 class AuditRow(Base):

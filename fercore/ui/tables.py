@@ -9,16 +9,26 @@ from fercore.store import Evaluation, Run
 # Run-table columns: the best/last/min of each metric, not just the last value.
 # "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint on val, with its TTA), the one
 # number every table, chip and title shows; the per-epoch best/last val accuracy are without TTA.
-RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
+RUN_COLUMNS = ["id", "name", "owner", "status", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
                "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group", "created"]
 
 
-def runs_frame(runs: list[Run]) -> pd.DataFrame:
+# owners that are not people who signed in
+OWNER_NAMES = {"local": "you", "cli": "command line", "system": "FER Lab", "instructor": "instructor"}
+
+
+def owner_name(owner: str, names: dict | None = None) -> str:
+    return (names or {}).get(owner) or OWNER_NAMES.get(owner, owner)
+
+
+def runs_frame(runs: list[Run], owners: dict | None = None) -> pd.DataFrame:
+    """`owners`: user id -> display name (RunStore.user_names())."""
     rows = []
     for r in runs:
         cfg, s = r.config, r.summary
         rows.append({
-            "id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset or cfg.data,
+            "id": r.id, "name": r.name, "owner": owner_name(r.owner, owners), "status": str(r.status),
+            "dataset": r.dataset or cfg.data,
             "arch": cfg.arch, "transfer": cfg.transfer, "classes": ", ".join(cfg.classes) or "all",
             "accuracy": r.accuracy, "test acc": r.test_accuracy,
             "best val acc": s.get("best_val_acc"), "last val acc": s.get("last_val_acc"),
