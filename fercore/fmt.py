@@ -44,7 +44,7 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_MARKDOWN = set("\\`*_{}[]()#+-.!|<>~$:=^&")
+_MARKDOWN = set("\\`*_{}[]()#+!|<>~$:")
 
 
 def plain(text) -> str:
@@ -52,4 +52,5 @@ def plain(text) -> str:
     string (st.markdown, st.caption, st.success...): every character Markdown, Streamlit's :color[] and
     :material/icon: directives or LaTeX would read is escaped, so a name shows as typed and never as a link or an
     image."""
-    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
+    out = "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
+    return out.replace("www.", "www\\.").replace("WWW.", "WWW\\.")   # no autolink either
