@@ -58,7 +58,7 @@ def sidebar(user) -> None:
     st.caption(f"Training device: {state.training_device()}")
     queue_status()
     if user.is_instructor:
-        with st.expander("Workers", icon=":material/memory:"):
+        with st.expander("Instructor", icon=":material/admin_panel_settings:"):
             st.caption(f"Database: `{state.get_store().db_path}`")   # never with its password
             workers()
 

@@ -43,7 +43,7 @@ def import_source(src: str, name: str, source: str | None = None) -> None:
     splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
     # Said below the import box, which folds once a dataset exists: the outcome must not hide inside it.
     version = f", version {info.version}: the earlier versions stay" if info.version > 1 else ""
-    st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as {fmt.plain(info.name)} "
+    st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as '{fmt.plain(info.name)}' "
                                   f"({splits}{version}).", *map(fmt.plain, info.notes)]
     st.session_state["data_pick"] = info.name
 

@@ -72,7 +72,6 @@ else:
             with state.shown_errors("Restoring the run"):
                 run = store.restore_run(pick, by=user)
                 st.success(f"Restored run {run.id} ({fmt.plain(run.name)}) with its epochs and weights.")
-                st.rerun()
     if datasets:
         st.dataframe(pd.DataFrame([{"name": d.name, "version": d.version, "owner": tables.owner_name(d.owner, names),
                                     "images": sum(d.splits.values()), "deleted": d.deleted_at} for d in datasets]),
@@ -80,8 +79,8 @@ else:
         name = st.selectbox("Dataset to restore", [d.name for d in datasets], key="trash_dataset")
         if st.button("Restore the dataset"):
             with state.shown_errors("Restoring the dataset"):
-                store.restore_dataset(name, by=user)
-                st.rerun()
+                info = store.restore_dataset(name, by=user)
+                st.success(f"Restored dataset {fmt.plain(info.name)}.")
     sure = st.checkbox("Yes, remove everything in the trash for good", key="trash_sure")
     if st.button("Empty the trash", type="primary", disabled=not sure):
         with state.shown_errors("Emptying the trash"):

@@ -96,8 +96,8 @@ def queue() -> None:
     for r in active:
         p = r.progress or {}
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
-        a.markdown(f"**{fmt.plain(r.name)}**  \n:gray[{r.config.arch} on {fmt.plain(r.dataset)}, "
-                   f"{fmt.plain(tables.owner_name(r.owner, names))}'s]")
+        a.markdown(f"**{fmt.plain(r.name)}**  \n:gray[{r.config.arch} on {fmt.plain(r.dataset)}, queued by "
+                   f"{fmt.plain(tables.owner_name(r.owner, names))}]")
         if r.status == RunStatus.RUNNING:
             epochs = p.get("epochs") or r.config.epochs or 1
             done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs

@@ -13,7 +13,7 @@ from fercore.auth.users import User
 @dataclass(frozen=True)
 class Limits:
     active_runs: int = 6         # queued + running runs per student at once
-    epochs: int = 60
+    epochs: int = 120
     image_size: int = 96
     batch_size: int = 512
     sweep_trials: int = 12

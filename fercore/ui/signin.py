@@ -20,7 +20,8 @@ from fercore.auth.identity import Mode, SignInRefused
 from fercore.ui import state
 
 USER_KEY = "_fer_user"
-COOKIE_PENDING = "_fer_cookie_pending"
+COOKIE_PENDING = "_fer_cookie_pending"   # a sign-in just succeeded: a new token
+COOKIE_TOKEN = "_fer_cookie_token"       # the token this session sets
 
 
 @st.cache_resource(show_spinner=False)
@@ -60,15 +61,20 @@ def gate() -> User:
     s = settings()
     found = st.session_state.get(USER_KEY) or _known_user(s)
     if found is None:
-        found = _sign_in_form(s)
-    if found is None:
-        st.stop()
+        holder = st.empty()
+        with holder.container():
+            found = _sign_in_form(s)
+        if found is None:
+            st.stop()
+        holder.empty()
     if st.session_state.get(USER_KEY) != found:
         st.session_state[USER_KEY] = found
         if s.mode != Mode.PERSONAL:
             state.get_store().sign_in(found, str(s.mode))
-    if st.session_state.pop(COOKIE_PENDING, None):
-        _set_cookie(ident.sign(s, found))
+    if s.mode == Mode.CLASS_CODE and ident.read_cookie(s, st.context.cookies.get(ident.COOKIE)) != found:
+        # until this browser brings the cookie back (its next page load), set it on each run: idempotent
+        _set_cookie(ident.sign(s, found) if st.session_state.pop(COOKIE_PENDING, None) or
+                    not st.session_state.get(COOKIE_TOKEN) else st.session_state[COOKIE_TOKEN])
     return found
 
 
@@ -116,6 +122,7 @@ def _attempt(make) -> User | None:
 
 
 def _set_cookie(token: str) -> None:
+    st.session_state[COOKIE_TOKEN] = token
     value = json.dumps(f"{ident.COOKIE}={token}; path=/; max-age={ident.COOKIE_MAX_AGE_S}; SameSite=Strict")
     st.html(f"<script>document.cookie = {value} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
             unsafe_allow_javascript=True)
@@ -136,6 +143,7 @@ def sidebar(u: User) -> None:
     if st.button("Sign out", key="sign_out", icon=":material/logout:"):
         state.get_store().sign_out(u)
         st.session_state.pop(USER_KEY, None)
+        st.session_state.pop(COOKIE_TOKEN, None)
         if s.mode == Mode.SSO:
             st.logout()
         _clear_cookie()
