@@ -170,3 +170,46 @@ def classroom(pages: dict, port: int, store: RunStore, shots: Path) -> None:
                   ("Ana", "queue"), ("Instructor", "cancel"), ("Ana", "delete"), ("Instructor", "restore"),
                   ("Ben", "import")]:
         assert entry in log, entry
+
+
+def test_single_sign_on_through_a_local_oidc_provider_in_chromium(tmp_path):
+    """Streamlit's st.login() against oidc-provider-mock (a real OpenID Connect provider, run offline here): two
+    students and the instructor sign in; the instructor is whoever's email secrets list."""
+    sync_playwright, chromium = chromium_or_skip()
+    mock = pytest.importorskip("oidc_provider_mock")
+    pytest.importorskip("authlib")
+    users = [mock.User(sub=s, claims={"email": f"{s}@school.example", "name": s.capitalize()})
+             for s in ("ana", "ben", "teacher")]
+    db, port, secrets = tmp_path / "runs.db", free_port(), tmp_path / "secrets.toml"
+    with mock.run_server_in_thread(user_claims=users) as provider:
+        secrets.write_text(
+            f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\ncookie_secret = "test-secret"\n'
+            'client_id = "fer-lab"\nclient_secret = "fer-lab-secret"\n'
+            f'server_metadata_url = "http://localhost:{provider.server_port}/.well-known/openid-configuration"\n'
+            '[fer_class]\ninstructors = ["teacher@school.example"]\n')
+        server = start_class_app(db, port, secrets)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                for sub, role in (("ana", "student"), ("ben", "student"), ("teacher", "instructor")):
+                    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                    page.set_default_timeout(STEP_MS)
+                    try:
+                        page.goto(f"http://127.0.0.1:{port}/")
+                        page.get_by_role("button", name="Sign in").click()
+                        page.locator("input[name=sub]").fill(sub)   # the provider's own sign-in form
+                        page.get_by_role("button", name="Authorize").click()
+                        page.get_by_text(f"{sub.capitalize()} · {role}").wait_for()
+                        page.reload()   # Streamlit's own identity cookie keeps it
+                        page.get_by_text(f"{sub.capitalize()} · {role}").wait_for()
+                        wait_fully_drawn(page)
+                        assert (page.get_by_role("link", name="Instructor").count() > 0) == (role == "instructor")
+                    except Exception:
+                        page.screenshot(path=str(tmp_path / f"failed-sso-{sub}.png"), full_page=True)
+                        raise
+                browser.close()
+        finally:
+            stop(server)
+    signed = {(e.user_id, e.action) for e in RunStore(str(db)).audit_log()}
+    assert {("ana@school.example", "sign in"), ("ben@school.example", "sign in"),
+            ("teacher@school.example", "sign in")} <= signed
