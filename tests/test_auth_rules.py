@@ -80,3 +80,55 @@ def test_names_are_validated(bad):
 
 def test_good_names_pass_stripped():
     assert validate_name("  fer2013-dedup v2_a.b ") == "fer2013-dedup v2_a.b"
+
+
+# --- identity: the modes, signing in, the cookie, the back-off ------------------------------------------------------
+def test_the_mode_comes_from_the_secrets():
+    from fercore.auth import identity
+    assert identity.settings_from({}).mode == identity.Mode.PERSONAL
+    code = identity.settings_from({"fer_class": {"class_code": "c", "instructor_password": "p"}})
+    assert code.mode == identity.Mode.CLASS_CODE and code.cookie_secret
+    assert identity.settings_from({"instructor_password": "p"}).mode == identity.Mode.CLASS_CODE   # the older key
+    sso = identity.settings_from({"auth": {"client_id": "x"}, "fer_class": {"instructors": ["T@School.example"]}})
+    assert sso.mode == identity.Mode.SSO
+    assert identity.sso_user(sso, "t@school.example").is_instructor
+    assert not identity.sso_user(sso, "ana@school.example").is_instructor
+
+
+def test_class_code_sign_in_and_the_signed_cookie():
+    from fercore.auth import identity
+    s = identity.settings_from({"fer_class": {"class_code": "blue", "instructor_password": "owl"}})
+    ana = identity.student(s, "blue", " Ana ")
+    assert ana == User("student:ana", "Ana", Role.STUDENT)
+    with pytest.raises(identity.SignInRefused, match="class code"):
+        identity.student(s, "red", "Ana")
+    with pytest.raises(UserError):
+        identity.student(s, "blue", "[x](http://e)")
+    with pytest.raises(identity.SignInRefused, match="instructor password"):
+        identity.instructor(s, "cat")
+    assert identity.instructor(s, "owl").is_instructor
+    token = identity.sign(s, ana)
+    assert identity.read_cookie(s, token) == ana
+    assert identity.read_cookie(s, token[:-2] + "xx") is None, "a tampered cookie"
+    forged = identity.sign(identity.settings_from({"fer_class": {"class_code": "other"}}), TEACH)
+    assert identity.read_cookie(s, forged) is None, "signed with another secret"
+    import time as clock
+    assert identity.read_cookie(s, token, signed_out_after=clock.time() + 5) is None, "signed out since"
+
+
+def test_failed_sign_ins_back_off():
+    from fercore.auth import identity
+    now = [100.0]
+    backoff = identity.Backoff(clock=lambda: now[0])
+    backoff.check("1.2.3.4")
+    for wait in (1, 2, 4, 8):
+        backoff.failed("1.2.3.4")
+        with pytest.raises(identity.SignInRefused, match=f"wait {wait} s"):
+            backoff.check("1.2.3.4")
+        now[0] += wait
+        backoff.check("1.2.3.4")
+    backoff.check("5.6.7.8")   # others are not held up
+    backoff.succeeded("1.2.3.4")
+    backoff.failed("1.2.3.4")
+    with pytest.raises(identity.SignInRefused, match="wait 1 s"):
+        backoff.check("1.2.3.4")

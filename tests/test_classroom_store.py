@@ -171,3 +171,13 @@ def test_fair_share_counts_work_done_recently(store):
     store.create_run(CFG.replace(name="a-next"), by=A)
     store.create_run(CFG.replace(name="b-first"), by=B)
     assert store.claim_next_run(worker_id=1).name == "b-first"   # A trained twice in the last hour
+
+
+def test_db_copy_keeps_owners_people_and_the_audit_log(store, tmp_path):
+    from fercore.store.copy import copy_store
+    run = store.create_run(CFG.replace(name="owned"), by=A)
+    dst = RunStore(str(tmp_path / "copy.db"))
+    copy_store(store, dst)
+    assert dst.get_run(run.id).owner == A.id
+    assert {u["id"] for u in dst.list_users()} >= {A.id, B.id, TEACH.id}
+    assert ("Student A", "queue") in {(e.user_name, e.action) for e in dst.audit_log()}

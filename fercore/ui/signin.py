@@ -11,6 +11,7 @@ Streamlit's own st.login() cookie.
 from __future__ import annotations
 
 import json
+import time
 
 import streamlit as st
 
@@ -22,6 +23,7 @@ from fercore.ui import state
 USER_KEY = "_fer_user"
 COOKIE_PENDING = "_fer_cookie_pending"   # a sign-in just succeeded: a new token
 COOKIE_TOKEN = "_fer_cookie_token"       # the token this session sets
+SEEN_AT = "_fer_seen_at"
 
 
 @st.cache_resource(show_spinner=False)
@@ -71,6 +73,9 @@ def gate() -> User:
         st.session_state[USER_KEY] = found
         if s.mode != Mode.PERSONAL:
             state.get_store().sign_in(found, str(s.mode))
+    elif s.mode != Mode.PERSONAL and time.time() - st.session_state.get(SEEN_AT, 0.0) > 60:
+        state.get_store().seen(found)   # "who is here" on the Instructor page
+        st.session_state[SEEN_AT] = time.time()
     if s.mode == Mode.CLASS_CODE and ident.read_cookie(s, st.context.cookies.get(ident.COOKIE)) != found:
         # until this browser brings the cookie back (its next page load), set it on each run: idempotent
         _set_cookie(ident.sign(s, found) if st.session_state.pop(COOKIE_PENDING, None) or
