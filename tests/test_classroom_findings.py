@@ -181,3 +181,31 @@ def test_a_student_run_that_reaches_its_time_budget_stops_at_its_best_checkpoint
     assert len(store.epochs(run.id)) == 1 and Path(done.checkpoint).is_file() and done.val is not None
     teacher_run = store.create_run(tiny.replace(epochs=2), status=RunStatus.RUNNING, by=TEACH)
     assert not execute_run(store, teacher_run.id, device="cpu").budget_stopped   # no budget for the instructor
+
+
+# --- the Instructor page ---------------------------------------------------------------------------------------
+def test_the_instructor_page_restores_from_the_trash_and_refuses_students(tmp_path, monkeypatch, tiny):
+    from streamlit.testing.v1 import AppTest
+    from test_app import APP
+    db = tmp_path / "runs.db"
+    monkeypatch.setenv("FER_DB_URL", str(db))
+    monkeypatch.setenv("FER_AUTOSTART_WORKER", "0")
+    store = RunStore(str(db))
+    run = store.create_run(tiny.replace(name="gone"), status=RunStatus.FINISHED)
+    store.delete_run(run.id)
+    at = AppTest.from_file(APP, default_timeout=90).run()   # personal mode: the one user is the instructor
+    at.switch_page("pages/instructor.py").run()
+    assert not at.exception and not at.error
+    next(b for b in at.button if b.label == "Restore the run").click().run()
+    assert store.get_run(run.id).name == "gone" and any("Restored run" in s.value for s in at.success)
+    student = AppTest.from_file(APP, default_timeout=90)
+    student.secrets["fer_class"] = {"class_code": "c1", "instructor_password": "pw"}
+    student.run()
+    student.text_input(key="signin_code").set_value("c1")
+    student.text_input(key="signin_name").set_value("Ana")
+    next(b for b in student.button if b.label == "Sign in").click().run()
+    assert any("Ana" in m.value for m in student.sidebar.markdown)
+    with pytest.raises(ValueError, match="Could not find a navigation page"):   # not in a student's navigation
+        student.switch_page("pages/instructor.py")
+    with pytest.raises(Forbidden):   # and what the page does, fercore refuses a student anyway
+        store.set_limits(Limits(), by=STUDENT)
