@@ -64,7 +64,7 @@ if not runs and not datasets:
     st.caption("The trash is empty.")
 else:
     if runs:
-        st.dataframe(tables.runs_frame(runs, names)[["id", "name", "owner", "status", "accuracy", "dataset"]],
+        st.dataframe(tables.runs_frame(runs, names)[["id", "name", "status", "owner", "accuracy", "dataset"]],
                      hide_index=True)
         pick = st.selectbox("Run to restore", [r.id for r in runs], key="trash_run",
                             format_func=lambda i: next(fmt.run_label(r) for r in runs if r.id == i))

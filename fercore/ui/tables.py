@@ -9,7 +9,7 @@ from fercore.store import Evaluation, Run
 # Run-table columns: the best/last/min of each metric, not just the last value.
 # "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint on val, with its TTA), the one
 # number every table, chip and title shows; the per-epoch best/last val accuracy are without TTA.
-RUN_COLUMNS = ["id", "name", "owner", "status", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
+RUN_COLUMNS = ["id", "name", "status", "owner", "dataset", "arch", "transfer", "classes", "accuracy", "test acc",
                "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group", "created"]
 
 
