@@ -20,7 +20,6 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
 ]
-INSTRUCTOR_PAGE = st.Page("pages/instructor.py", title="Instructor", icon=":material/admin_panel_settings:")
 
 
 @st.fragment(run_every=5)
@@ -63,17 +62,26 @@ def sidebar(user) -> None:
             workers()
 
 
-try:
-    state.get_store()
-except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable file: say so, do not crash
-    st.error(state.database_problem(e))
-    st.stop()
+def open_store_or_stop() -> None:
+    try:
+        state.get_store()
+    except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable file: say so, do not crash
+        st.error(state.database_problem(e))
+        st.stop()
+
+
+if signin.settings().mode != "personal":
+    open_store_or_stop()   # a class's sign-in needs the database; personal mode draws nothing before st.navigation
 user = signin.gate()   # personal mode: at once; in a class: the sign-in form until someone signs in
-nav = st.navigation(PAGES + ([INSTRUCTOR_PAGE] if may(user, Action.SEE_CLASS) else []))
+# Registered for everyone, so that a link to it works; in the menu for the instructor only; the page refuses
+# anyone else, and fercore each of its actions.
+nav = st.navigation(PAGES + [st.Page("pages/instructor.py", title="Instructor", icon=":material/admin_panel_settings:",
+                                     visibility="visible" if may(user, Action.SEE_CLASS) else "hidden")])
 wanted = state.app_ran()
 if wanted:
     page, query = wanted
     st.switch_page(page, query_params=query or None)
+open_store_or_stop()
 with st.sidebar:
     sidebar(user)
 nav.run()

@@ -205,7 +205,8 @@ def test_the_instructor_page_restores_from_the_trash_and_refuses_students(tmp_pa
     student.text_input(key="signin_name").set_value("Ana")
     next(b for b in student.button if b.label == "Sign in").click().run()
     assert any("Ana" in m.value for m in student.sidebar.markdown)
-    with pytest.raises(ValueError, match="Could not find a navigation page"):   # not in a student's navigation
-        student.switch_page("pages/instructor.py")
+    student.switch_page("pages/instructor.py").run()   # a typed URL: the page refuses, and shows nothing
+    assert "Only the instructor may see the instructor page" in student.error[0].value
+    assert not student.get("dataframe")
     with pytest.raises(Forbidden):   # and what the page does, fercore refuses a student anyway
         store.set_limits(Limits(), by=STUDENT)

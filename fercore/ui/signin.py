@@ -36,12 +36,18 @@ def settings() -> ident.ClassSettings:
 
 
 def user() -> User:
-    """The signed-in user of this session (gate() ran first, in streamlit_app.py)."""
-    found = st.session_state.get(USER_KEY)
-    return found if found is not None else _known_user(settings()) or ident.personal()
+    """The signed-in user of this session (gate() ran first, in streamlit_app.py); nobody signed in in a class
+    stops the page here, so no page ever acts for an unknown visitor."""
+    found = session_user()
+    if found is None:
+        st.stop()
+    return found
 
 
-def _known_user(s: ident.ClassSettings) -> User | None:
+def session_user() -> User | None:
+    """Who this session is, without touching the database: the personal user, the one signed in on this session,
+    or the single sign-on user; None in a class before sign-in."""
+    s = settings()
     if s.mode == Mode.PERSONAL:
         return ident.personal()
     if s.mode == Mode.SSO:
@@ -49,8 +55,11 @@ def _known_user(s: ident.ClassSettings) -> User | None:
         if info is not None and info.get("is_logged_in"):
             return ident.sso_user(s, info.get("email") or "", info.get("name"))
         return None
-    if st.session_state.get(USER_KEY) is not None:
-        return st.session_state[USER_KEY]
+    return st.session_state.get(USER_KEY)
+
+
+def _cookie_user(s: ident.ClassSettings) -> User | None:
+    """The class-code user this browser's signed cookie names, unless they signed out since it was issued."""
     token = st.context.cookies.get(ident.COOKIE) if st.context.cookies else None
     found = ident.read_cookie(s, token)
     if found is not None and ident.read_cookie(s, token, state.get_store().signed_out_at(found.id)) is not None:
@@ -61,7 +70,7 @@ def _known_user(s: ident.ClassSettings) -> User | None:
 def gate() -> User:
     """The user of this browser; in a class, the sign-in form (and st.stop) until someone signs in."""
     s = settings()
-    found = st.session_state.get(USER_KEY) or _known_user(s)
+    found = session_user() or (_cookie_user(s) if s.mode == Mode.CLASS_CODE else None)
     if found is None:
         holder = st.empty()
         with holder.container():
@@ -72,7 +81,7 @@ def gate() -> User:
     if st.session_state.get(USER_KEY) != found:
         st.session_state[USER_KEY] = found
         if s.mode != Mode.PERSONAL:
-            state.get_store().sign_in(found, str(s.mode))
+            state.get_store().sign_in(found, str(s.mode))   # (the Instructor page joins the menu on the next run)
     elif s.mode != Mode.PERSONAL and time.time() - st.session_state.get(SEEN_AT, 0.0) > 60:
         state.get_store().seen(found)   # "who is here" on the Instructor page
         st.session_state[SEEN_AT] = time.time()

@@ -162,10 +162,14 @@ def class_settings():
     """The sign-in mode and its settings (fercore.auth.identity) from .streamlit/secrets.toml: the one place the app
     reads the secrets (fercore/ui/signin.py draws the forms)."""
     from fercore.auth import identity
-    try:
-        secrets = st.secrets.to_dict()
-    except Exception:   # noqa: BLE001 - no secrets file at all: personal mode, the normal case
-        secrets = {}
+    secrets = {}
+    for key in ("fer_class", "auth", "instructor_password"):
+        try:
+            value = st.secrets.get(key)
+        except Exception:   # noqa: BLE001 - no secrets file at all: personal mode, the normal case
+            return identity.settings_from({})
+        if value:
+            secrets[key] = value.to_dict() if hasattr(value, "to_dict") else value
     return identity.settings_from(secrets)
 
 
