@@ -15,6 +15,7 @@ import time
 
 import streamlit as st
 
+from fercore import fmt
 from fercore.auth import User
 from fercore.auth import identity as ident
 from fercore.auth.identity import Mode, SignInRefused
@@ -153,7 +154,7 @@ def sidebar(u: User) -> None:
     if s.mode == Mode.PERSONAL:
         st.caption("Personal mode: only this computer can open the lab.")
         return
-    st.markdown(f":material/person: **{_plain(u.name)}** · {u.role}")
+    st.markdown(f":material/person: **{fmt.plain(u.name)}** · {u.role}")
     if st.button("Sign out", key="sign_out", icon=":material/logout:"):
         state.get_store().sign_out(u)
         st.session_state.pop(USER_KEY, None)
@@ -162,9 +163,3 @@ def sidebar(u: User) -> None:
             st.logout()
         _clear_cookie()
         st.rerun()
-
-
-def _plain(text: str) -> str:
-    """A validated name is letters, digits, spaces, . - _: escape what Markdown would still read."""
-    from fercore.fmt import plain
-    return plain(text)
