@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore.ui import state
+from fercore.auth import Action, may
+from fercore.ui import signin, state
 
 st.set_page_config(page_title="FER Lab", page_icon=":material/sentiment_satisfied:", layout="wide")
 
@@ -49,32 +50,37 @@ def workers() -> None:
                                                            " (start one with `python -m fercore worker`)"))
 
 
-def sidebar() -> None:
-    store = state.get_store()
+def sidebar(user) -> None:
     st.markdown("### FER Lab")
+    signin.sidebar(user)
     st.caption(f"Training device: {state.training_device()}")
     queue_status()
-    with st.expander("Instructor", icon=":material/admin_panel_settings:"):
-        st.caption(f"Database: `{store.db_path}`")
-        workers()
-        if state.instructor_password() is not None:
-            st.text_input("Instructor password", type="password", key="instructor_password_given",
-                          help="Deleting and cancelling runs is reserved to the instructor.")
-            if st.session_state.get("instructor_password_given"):
-                st.caption("Unlocked." if state.may_manage_runs() else ":red[Wrong password.]")
+    if user.is_instructor:
+        with st.expander("Instructor", icon=":material/admin_panel_settings:"):
+            st.caption(f"Database: `{state.get_store().db_path}`")   # never with its password
+            workers()
 
 
-nav = st.navigation(PAGES)
+def open_store_or_stop() -> None:
+    try:
+        state.get_store()
+    except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable file: say so, do not crash
+        st.error(state.database_problem(e))
+        st.stop()
+
+
+if signin.settings().mode != "personal":
+    open_store_or_stop()   # a class's sign-in needs the database; personal mode draws nothing before st.navigation
+user = signin.gate()   # personal mode: at once; in a class: the sign-in form until someone signs in
+# Registered for everyone, so that a link to it works; in the menu for the instructor only; the page refuses
+# anyone else, and fercore each of its actions.
+nav = st.navigation(PAGES + [st.Page("pages/instructor.py", title="Instructor", icon=":material/admin_panel_settings:",
+                                     visibility="visible" if may(user, Action.SEE_CLASS) else "hidden")])
 wanted = state.app_ran()
 if wanted:
     page, query = wanted
     st.switch_page(page, query_params=query or None)
-try:
-    state.get_store()
-except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable file: say so, do not crash
-    st.error(f"The run database {state.db_url()} could not be opened ({type(e).__name__}: {e}). "
-             "Check FER_DB_URL or the file's permissions.")
-    st.stop()
+open_store_or_stop()
 with st.sidebar:
-    sidebar()
+    sidebar(user)
 nav.run()

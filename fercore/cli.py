@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fercore import fmt
+from fercore.auth import CLI
 from fercore.config import RunConfig, applies_text, config_field, config_fields
 from fercore.data.audit import DEDUPE_MODES
 from fercore.data.dataset import SPLITS
@@ -87,7 +88,7 @@ def cmd_data_import(args, store):
     from fercore.data import import_dataset
     from fercore.data.audit import audit_sentence
     name = args.name or ("synthetic" if args.src == "synthetic" else None)
-    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", None))
+    info = import_dataset(args.src, store, name, dedupe=getattr(args, "dedupe", None), by=CLI)
     out = {**info.to_json(), "rows": sum(info.splits.values())}
     text = (f"Imported {out['rows']} images as {info.name!r}: " + ", ".join(f"{k} {v}" for k, v in info.splits.items())
             + ".\n  audit: " + audit_sentence(info.audit))
@@ -118,13 +119,13 @@ def cmd_train(args, store):
     for w in warnings:   # before a foreground run starts, not after it
         print(f"warning: {w}", file=sys.stderr)
     if args.queue:
-        run = store.create_run(config, status=RunStatus.QUEUED)
+        run = store.create_run(config, status=RunStatus.QUEUED, by=CLI)
         from fercore.jobs.spawn import ensure_worker
         started = ensure_worker(store, allowed=not args.no_worker)
         out = {**_brief(run), "worker": started.why, "warnings": warnings}
         return out, f"Queued run {run.label}. {started.sentence()}"
     from fercore.jobs.execute import execute_run
-    run = store.create_run(config, status=RunStatus.RUNNING)
+    run = store.create_run(config, status=RunStatus.RUNNING, by=CLI)
     store.update_run(run.id, attempts=1)   # its first attempt, as a worker's claim counts one (policy.MAX_ATTEMPTS)
     run = execute_run(store, run.id, device=args.device)   # with a lease and a heartbeat of its own; Ctrl-C cancels
     if run.status != RunStatus.FINISHED:   # the sentence, and a non-zero exit; the traceback is in the log
@@ -180,7 +181,7 @@ def cmd_runs_show(args, store):
 @command("runs cancel")
 def cmd_runs_cancel(args, store):
     from fercore.jobs.policy import cancel_runs
-    [run] = cancel_runs(store, [args.run])
+    [run] = cancel_runs(store, [args.run], by=CLI)
     msg = {RunStatus.CANCELLED: "Cancelled.",
            RunStatus.RUNNING: "Cancel requested; the worker stops it within a batch or two."}
     return _brief(run), msg.get(run.status, f"Run {run.label} is already {run.status}; nothing to cancel.")
@@ -190,7 +191,7 @@ def cmd_runs_cancel(args, store):
 def cmd_runs_resume(args, store):
     from fercore.jobs.policy import resume_run
     from fercore.jobs.spawn import ensure_worker
-    run = resume_run(store, args.run)
+    run = resume_run(store, args.run, by=CLI)
     started = ensure_worker(store, allowed=not args.no_worker)
     return ({**_brief(run), "worker": started.why},
             f"Run {run.label} queued to resume after its last finished epoch. {started.sentence()}")
@@ -201,8 +202,15 @@ def cmd_runs_delete(args, store):
     run = store.get_run(args.run)
     if run.status == RunStatus.RUNNING:
         raise UserError(f"Run {run.label} is training; cancel it first (`runs cancel {run.id}`).")
-    store.delete_run(run.id)
-    return {"id": run.id, "deleted": True}, f"Deleted run {run.label}."
+    store.delete_run(run.id, by=CLI)
+    return {"id": run.id, "deleted": True}, \
+        f"Moved run {run.label} to the trash (`runs restore {run.id}` brings it back)."
+
+
+@command("runs restore")
+def cmd_runs_restore(args, store):
+    run = store.restore_run(int(args.run), by=CLI)
+    return _brief(run), f"Restored run {run.label} from the trash, with its epochs and weights."
 
 
 @command("runs export")
@@ -215,7 +223,7 @@ def cmd_runs_export(args, store):
 @command("runs import")
 def cmd_runs_import(args, store):
     from fercore.jobs.runfile import import_run
-    run = import_run(store, Path(args.file), name=args.name)
+    run = import_run(store, Path(args.file), name=args.name, by=CLI)
     return _brief(run), f"Imported run {run.label}."
 
 
@@ -308,7 +316,7 @@ def cmd_lesson_list(args, store):
 def cmd_lesson_start(args, store):
     from fercore.teach.estimate import estimate_runs
     from fercore.teach.lessons import start_lesson
-    runs = start_lesson(store, args.name, data=args.data, epochs=args.epochs, fraction=args.fraction)
+    runs = start_lesson(store, args.name, data=args.data, epochs=args.epochs, fraction=args.fraction, by=CLI)
     est = estimate_runs([r.config for r in runs], store)
     from fercore.jobs.spawn import ensure_worker
     started = ensure_worker(store, allowed=not args.no_worker)
@@ -322,7 +330,7 @@ def cmd_sweep_start(args, store):
     from fercore.teach.sweeps import start_sweep
     space = json.loads(args.space) if args.space else {}
     sweep = start_sweep(store, config_from_args(args), space, method=args.method, trials=args.trials,
-                        name=args.sweep_name)
+                        name=args.sweep_name, by=CLI)
     from fercore.jobs.spawn import ensure_worker
     started = ensure_worker(store, allowed=not args.no_worker)
     return ({**sweep, "worker": started.why},
@@ -374,7 +382,7 @@ def cmd_weights_fetch(args, store):
 @command("weights import")
 def cmd_weights_import(args, store):
     from fercore.models.weights import import_weights
-    report = import_weights(Path(args.path))
+    report = import_weights(Path(args.path), by=CLI)
     lines = [f"Imported {e.file_name} ({e.label})." for e in report.imported]
     lines += [f"Refused: {r}" for r in report.refused]
     if report.ignored:
@@ -467,10 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail a run whose training made no progress for this long (default: $FER_STALL_MINUTES "
                         "or 30; 0 = off)")
 
-    runs = group("runs", "list, show, cancel, resume, delete, export, import, log, diagnose runs")
+    runs = group("runs", "list, show, cancel, resume, delete, restore, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])
     r.add_argument("--status", choices=[str(s) for s in RunStatus])
-    for name in ("show", "cancel", "resume", "delete", "log", "diagnose"):
+    for name in ("show", "cancel", "resume", "delete", "restore", "log", "diagnose"):
         r = runs.add_parser(name, parents=[common])
         r.add_argument("run", help="run id or name")
         if name == "resume":

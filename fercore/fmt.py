@@ -63,3 +63,13 @@ def run_progress(run) -> tuple[float, str]:
     done = (max(p.get("epoch", 1), 1) - 1 + p.get("batch", 0) / max(p.get("batches", 1), 1)) / epochs
     return min(max(done, 0.0), 1.0), (f"epoch {p.get('epoch', 1)}/{epochs}, batch {p.get('batch', 0)}/"
                                       f"{p['batches']}, about {duration(p.get('eta_s'))} left")
+_MARKDOWN = set("\\`*_{}[]()#+!|<>~$:")
+
+
+def plain(text) -> str:
+    """User text (a run, dataset or display name, a zip's folder names, notes) made safe to put inside a Markdown
+    string (st.markdown, st.caption, st.success...): every character Markdown, Streamlit's :color[] and
+    :material/icon: directives or LaTeX would read is escaped, so a name shows as typed and never as a link or an
+    image."""
+    out = "".join("\\" + c if c in _MARKDOWN else c for c in str(text)).replace("\n", " ")
+    return out.replace("www.", "www\\.").replace("WWW.", "WWW\\.")   # no autolink either

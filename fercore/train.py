@@ -66,6 +66,10 @@ class Recorder:
     def on_final_evaluation(self, images: int, tta: str) -> None:
         """Training is over; the chosen checkpoint is now scored on val and test (`images` in all, with `tta`)."""
 
+    def out_of_time(self) -> bool:
+        """Asked after each epoch: True ends training there, as early stopping does (the best epoch is kept)."""
+        return False
+
 
 @dataclass
 class FitResult:
@@ -180,8 +184,10 @@ def fit(config: RunConfig, dataset: FERDataset, recorder: Recorder | None = None
         if scheduler is not None and config.schedule == "plateau":
             scheduler.step(record["val_loss"])
         progress.elapsed = time.perf_counter() - loop.t_start
-        # decided before the snapshot, so that the snapshot knows: a crash after an early stop must not train on
-        progress.stopped_early = bool(config.early_stopping) and progress.since_best >= config.early_stopping
+        # decided before the snapshot, so that the snapshot knows: a crash after an early stop (or the end of the
+        # run's time budget) must not train on
+        progress.stopped_early = ((bool(config.early_stopping) and progress.since_best >= config.early_stopping)
+                                  or recorder.out_of_time())
         recorder.on_checkpoint(_snapshot(progress, model, optimizer, scheduler, config.seed))
         if progress.stopped_early:
             break

@@ -16,7 +16,7 @@ st.title("What does the model see?")
 store = state.get_store()
 finished = [r for r in store.list_runs(status=RunStatus.FINISHED) if r.checkpoint]
 by_id = {r.id: r for r in finished}
-if [r.name for r in store.list_runs(limit=2)] == ["starter"]:   # a fresh lab: only the shipped model
+if [r.starter for r in store.list_runs(limit=2)] == [True]:   # a fresh lab: only the shipped model
     st.info("Upload a photo to try the starter model; import FER2013 on the Data page to train your own.",
             icon=":material/waving_hand:")
 
@@ -34,7 +34,7 @@ if not finished:
     st.warning("No trained model yet. Train one on the Train page (the synthetic demo set trains in a minute "
                "on a CPU), or import a run file on the Runs page.")
     st.stop()
-starter = [r.id for r in finished if r.name == "starter"][:1]
+starter = [r.id for r in finished if r.starter][:1]   # a flag the instructor sets, never a name
 if "classify_runs" not in st.session_state:   # first visit, or back from another page
     st.session_state["classify_runs"] = st.session_state.get("_classify_runs") or starter or [finished[0].id]
 st.session_state["classify_runs"] = [i for i in st.session_state["classify_runs"] if i in by_id][:4]

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fercore import figures
-from fercore.ui import analysis, form, state, tables
+from fercore import figures, fmt
+from fercore.auth import safe_name
+from fercore.ui import analysis, form, signin, state, tables
 
 state.require_app(__file__)
 st.title("Data")
@@ -37,11 +38,15 @@ def import_source(src: str, name: str, source: str | None = None) -> None:
     with st.spinner("Importing and auditing... (the full FER2013 takes a few seconds)"):
         dedupe = st.session_state.get("data_dedupe", False) and \
             ("near" if st.session_state.get("data_dedupe_near") else "exact")
-        info = import_dataset(src, store, name.strip() or None, dedupe=dedupe, source=source)
+        info = import_dataset(src, store, name.strip() or None, dedupe=dedupe, source=source,
+                              by=signin.user(), on_wait=lambda: st.info(
+                                  "Two imports are running on the server; yours starts as soon as one ends.",
+                                  icon=":material/hourglass_top:"))
     splits = ", ".join(f"{k} {v:,}" for k, v in info.splits.items())
     # Said below the import box, which folds once a dataset exists: the outcome must not hide inside it.
-    st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as {info.name!r} ({splits}).",
-                                  *info.notes]
+    version = f", version {info.version}: the earlier versions stay" if info.version > 1 else ""
+    st.session_state[IMPORTED] = [f"Imported {sum(info.splits.values()):,} images as '{fmt.plain(info.name)}' "
+                                  f"({splits}{version}).", *map(fmt.plain, info.notes)]
     st.session_state["data_pick"] = info.name
 
 
@@ -64,7 +69,8 @@ with st.expander("Import a dataset", expanded=st.session_state["_data_import_ope
         up_name = st.text_input("Name (optional)", key="data_upload_name", placeholder="e.g. fer2013")
         if st.button("Import the upload", disabled=up is None):
             with state.shown_errors("The import"), tempfile.TemporaryDirectory() as tmp:
-                import_source(str(upload_to_file(up, Path(tmp))), up_name or Path(up.name).name.split(".")[0],
+                import_source(str(upload_to_file(up, Path(tmp))),
+                              up_name or safe_name(Path(up.name).name.split(".")[0]),
                               source=f"upload: {Path(up.name).name}")
     with path_tab:
         roots = state.allowed_roots()
@@ -96,7 +102,9 @@ if not datasets:
     st.info("No dataset yet: import FER2013 above, or create the synthetic demo faces.")
     st.stop()
 
-st.dataframe([{"name": d.name, "images": sum(d.splits.values()), **d.splits,
+owners = store.user_names()
+st.dataframe([{"name": d.name, "version": d.version, "owner": tables.owner_name(d.owner, owners),
+               "images": sum(d.splits.values()), **d.splits,
                "classes": ", ".join(d.classes), "synthetic": d.synthetic, "source": d.source}
               for d in datasets], hide_index=True)
 names = [d.name for d in datasets]

@@ -12,7 +12,7 @@ from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import spawn
 from fercore.store.entities import RunStatus
 from fercore.teach.estimate import teaching_warnings
-from fercore.ui import form, state, tables, weights_panel
+from fercore.ui import form, signin, state, tables, weights_panel
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
@@ -69,8 +69,9 @@ for les in lessons:
         if st.button("Start this lesson", key=f"start-{les['name']}", type="primary", disabled=missing):
             with state.shown_errors("Starting the lesson"):
                 runs = start_lesson(store, les["name"], data=data, epochs=int(epochs) or None,
-                                    fraction=fraction if fraction < 1 else None, classes=tuple(classes))
-                st.success(f"Queued {len(runs)} runs: {', '.join(r.name for r in runs)}." + start_worker())
+                                    fraction=fraction if fraction < 1 else None, classes=tuple(classes),
+                                    by=signin.user())
+                st.success(f"Queued {len(runs)} runs: {', '.join(fmt.plain(r.name) for r in runs)}." + start_worker())
 
 
 @st.fragment(run_every=3)
@@ -133,8 +134,9 @@ with st.expander("Start a sweep"):
                 raise ValueError(f"The search space is not valid JSON ({e.msg} at line {e.lineno}).") from None
             base = form.preset_or_plain(base_name)
             base = base.replace(data=sweep_data, epochs=int(sweep_epochs))
-            out = start_sweep(store, base, space, method=method, trials=int(trials), name=sweep_name.strip() or None)
-            st.success(f"Sweep {out['name']}: {len(out['runs'])} run(s) queued." + (f" {out['note']}" if
+            out = start_sweep(store, base, space, method=method, trials=int(trials), name=sweep_name.strip() or None,
+                              by=signin.user())
+            st.success(f"Sweep {fmt.plain(out['name'])}: {len(out['runs'])} run(s) queued." + (f" {out['note']}" if
                                                                                     out.get("note") else "")
                        + start_worker())
 

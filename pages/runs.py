@@ -8,14 +8,16 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import figures, fmt
+from fercore.auth import Action, may, safe_name
 from fercore.jobs import policy, spawn
 from fercore.store.entities import RunStatus
-from fercore.ui import state, tables
+from fercore.ui import signin, state, tables
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
 st.title("Runs")
 store = state.get_store()
+user = signin.user()
 runs = store.list_runs()   # (the live table and the detail below re-read the store themselves)
 
 
@@ -27,7 +29,7 @@ def training_now() -> None:
     st.subheader("Training now")
     for r in running:
         done, text = fmt.run_progress(r)
-        st.progress(done, text=f"{r.name}: {text}")
+        st.progress(done, text=f"{fmt.plain(r.name)}: {text}")
         eps = store.epochs(r.id)
         if eps:
             a, b = st.columns(2)
@@ -71,7 +73,9 @@ def runs_table() -> None:
     runs = store.list_runs()
     if state.active_runs_changed(runs):   # a run started or ended: the whole app reruns, so that the sidebar's
         st.rerun()                        # queue line is read with this table, not up to 5 s before it
-    df = tables.runs_frame(runs)
+    df = tables.runs_frame(runs, store.user_names())
+    if st.toggle("Mine only", key="runs_mine", help="Only the runs you queued or imported."):
+        df = df[[r.owner == user.id for r in runs]]
     f1, f2, f3, f4 = st.columns([2, 2, 2, 3])
     statuses = f1.multiselect("Status", [str(s) for s in RunStatus], placeholder="any status", key="runs_status")
     datasets = f2.multiselect("Dataset", _options("runs_dataset", df["dataset"]), placeholder="any dataset",
@@ -100,9 +104,10 @@ def selection_actions(selected: list[int], by_id: dict) -> None:
         # fragment is drawn and then blanked by the browser (Streamlit 1.67; tests/test_walk.py walks it).
         st.session_state["compare_ids"] = st.session_state[GO_COMPARE] = selected[:8]
         st.rerun(scope="app")
-    allowed = state.may_manage_runs()
+    others = [by_id[i].name for i in selected if not may(user, Action.DELETE, by_id[i].owner)]
+    allowed = not others   # the store refuses the others anyway (fercore.auth): no control for them here
     with b:   # the confirmation is tied to the runs ticked: ticking others asks again
-        sure = st.checkbox(f"Yes, delete the {len(selected)} selected run(s) and their files",
+        sure = st.checkbox(f"Yes, move the {len(selected)} selected run(s) to the trash",
                            key=f"sure-{'-'.join(map(str, selected))}", disabled=not selected or not allowed)
         if st.button("Delete", disabled=not (selected and sure and allowed)):
             busy = [by_id[i].name for i in selected if by_id[i].status == RunStatus.RUNNING]
@@ -112,15 +117,16 @@ def selection_actions(selected: list[int], by_id: dict) -> None:
             else:
                 with state.shown_errors("Deleting runs"):
                     for rid in selected:
-                        store.delete_run(rid)
+                        store.delete_run(rid, by=user)
                     st.rerun()
     active = [i for i in selected if by_id[i].status.active]
     if c.button(f"Cancel selected ({len(active)})", disabled=not (active and allowed)):
         with state.shown_errors("Cancelling runs"):
-            policy.cancel_runs(store, active)
+            policy.cancel_runs(store, active, by=user)
             st.rerun(scope="fragment")
     if not allowed:
-        st.caption(state.LOCKED_NOTE)
+        st.caption(f"{len(others)} of the ticked runs belong to someone else: you may cancel and delete your own "
+                   "runs only.")
 
 
 runs_table()
@@ -143,12 +149,15 @@ def run_detail() -> None:
         st.markdown(f"**Accuracy: {fmt.accuracy_label(run)}** (its chosen checkpoint, tta {run.scored.tta}"
                     + (f", {run.scored.precision}" if run.scored.precision else "") + ")")
     if run.error:
-        st.error(f"{run.name} {run.status}: {run.error}")
-    if policy.can_resume(store, run) and st.button(f"Resume {run.name} from its last finished epoch", key="resume_run",
-                                            disabled=not state.may_manage_runs()):
+        st.error(f"{fmt.plain(run.name)} {run.status}: {fmt.plain(run.error)}")
+    if run.budget_stopped:
+        st.info("Stopped at the class's time budget for one run; its best checkpoint so far was kept.",
+                icon=":material/timer:")
+    if policy.can_resume(store, run) and may(user, Action.RESUME, run.owner) and st.button(
+            f"Resume {fmt.plain(run.name)} from its last finished epoch", key="resume_run"):
         with state.shown_errors("Resuming the run"):
-            policy.resume_run(store, run.id)
-            st.toast(f"{run.name} queued to resume. {spawn.ensure_worker(store).sentence()}")
+            policy.resume_run(store, run.id, by=user)
+            st.toast(f"{fmt.plain(run.name)} queued to resume. {spawn.ensure_worker(store).sentence()}")
             st.rerun()
     diagnosis(run)
     if run.epochs and run.status != RunStatus.RUNNING:   # a running run's curves are live above
@@ -168,7 +177,7 @@ def diagnosis(run) -> None:
     """What the run's curves, gradients and confusion matrix say; nothing claimed before there is something."""
     if not run.epochs:
         if run.status.active:
-            st.caption(f"{run.name} is {run.status}: its diagnosis comes with its first epoch.")
+            st.caption(f"{fmt.plain(run.name)} is {run.status}: its diagnosis comes with its first epoch.")
         return
     with state.shown_errors("The diagnosis"):
         from fercore.teach.diagnosis import diagnose
@@ -180,7 +189,7 @@ def diagnosis(run) -> None:
             st.markdown(f"{icons.get(f['severity'], ':material/info:')} **{f['kind'].replace('_', ' ')}**: "
                         f"{f['message']}")
         if not findings and run.status.active:
-            st.caption(f"Nothing unusual so far; {run.name} is still {run.status}.")
+            st.caption(f"Nothing unusual so far; {fmt.plain(run.name)} is still {run.status}.")
         elif not findings:
             st.success("Nothing unusual found in this run's curves, gradients and confusion matrix.")
 
@@ -200,7 +209,7 @@ with st.expander("Share a run as a file (export / import)"):
                     st.session_state["export_file"] = (path.name, path.read_bytes())
         if st.session_state.get("export_file"):
             name, data = st.session_state["export_file"]
-            st.download_button(f"Download {name}", data, file_name=name, mime="application/octet-stream")
+            st.download_button(f"Download {fmt.plain(name)}", data, file_name=name, mime="application/octet-stream")
     up = st.file_uploader("Import a run file (.pt) someone exported", type=["pt"], key="run_import")
     if up is not None and st.button("Import it"):
         with state.shown_errors("Importing the run"):
@@ -208,5 +217,5 @@ with st.expander("Share a run as a file (export / import)"):
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "upload.fer.pt"
                 path.write_bytes(up.getvalue())
-                new = import_run(store, path, name=Path(up.name).name.split(".")[0] or None)
-            st.success(f"Imported run {new.id} ({new.name}).")
+                new = import_run(store, path, name=safe_name(Path(up.name).name.split(".")[0], "run"), by=user)
+            st.success(f"Imported run {new.id} ({fmt.plain(new.name)}).")

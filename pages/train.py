@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore import fmt
+from fercore.auth import Action, may
 from fercore.config import RunConfig
 from fercore.data import require
 from fercore.errors import ConfigError
@@ -12,11 +13,12 @@ from fercore.jobs import policy, spawn
 from fercore.presets import describe_config, device_preset
 from fercore.store.entities import RunStatus
 from fercore.teach.estimate import teaching_warnings
-from fercore.ui import form, state, weights_panel
+from fercore.ui import form, signin, state, tables, weights_panel
 
 state.require_app(__file__)
 st.title("Train a model")
 store = state.get_store()
+user = signin.user()
 datasets_info = store.list_datasets()
 on_gpu = state.has_gpu()
 START_PRESET = device_preset(on_gpu)   # the lab's default recipe on a GPU, the starter's on a CPU
@@ -40,8 +42,9 @@ def queue_run() -> None:
     config, _ = form_config()
     with state.shown_errors("Queueing the run"):
         require(config.data, store)
-        run = store.create_run(config, status=RunStatus.QUEUED)
-        st.session_state[QUEUED] = f"Queued run {run.id} ({run.name}). {spawn.ensure_worker(store).sentence()}"
+        run = store.create_run(config, status=RunStatus.QUEUED, by=user)
+        st.session_state[QUEUED] = (f"Queued run {run.id} ({fmt.plain(run.name)}). "
+                                    f"{spawn.ensure_worker(store).sentence()}")
         form.clear_name()
 
 
@@ -66,6 +69,7 @@ config, problem = form_config()
 if preset != form.NO_PRESET and config is not None:
     described.caption(describe_config(config, preset))
 
+over = None   # the sentence of a class limit this config is over
 left, right = st.columns([3, 2])
 with left:
     if problem:
@@ -79,6 +83,11 @@ with left:
             st.caption(f"Estimate: {basis}.")
         for warning in teaching_warnings(config, store, on_gpu):
             st.warning(warning, icon=":material/school:")
+        try:   # the class limits, said before queueing (the store refuses the same again)
+            store.check_queue(config, user)
+        except Exception as e:   # noqa: BLE001 - a Forbidden's sentence
+            over = str(e)
+            st.error(over)
         info = store.dataset_info(config.data)
         if info is not None and config.split == "usage" and not info.splits.get("val"):
             st.warning(f"{info.name!r} has no val split, so no checkpoint could be chosen. Set split to "
@@ -86,8 +95,8 @@ with left:
                        "kept for the final score (a random split would put the official test into training).")
 with right:
     missing = config is not None and weights_panel.missing_weights_notice([config], "train")
-    st.button("Queue this run", type="primary", disabled=config is None or missing, width="stretch",
-              on_click=queue_run)
+    blocked = config is None or missing or bool(over)
+    st.button("Queue this run", type="primary", disabled=blocked, width="stretch", on_click=queue_run)
     if note := st.session_state.pop(QUEUED, None):
         st.success(note)
 with st.expander("Advanced settings (architecture, split, augmentation strengths, optimiser, schedule...)"):
@@ -103,28 +112,29 @@ def queue() -> None:
     st.subheader("Queue")
     active = sorted(store.list_runs(status=RunStatus.RUNNING) + store.list_runs(status=RunStatus.QUEUED),
                     key=lambda r: r.id)
-    allowed = state.may_manage_runs()
+    names = store.user_names()
     if not active:
         st.caption("Nothing is waiting or training.")
     for r in active:
         a, b, c = st.columns([3, 6, 1.4], vertical_alignment="center")
-        a.markdown(f"**{r.name}**  \n:gray[{r.config.arch} on {r.dataset}]")
+        a.markdown(f"**{fmt.plain(r.name)}**  \n:gray[{r.config.arch} on {fmt.plain(r.dataset)}, queued by "
+                   f"{fmt.plain(tables.owner_name(r.owner, names))}]")
         if r.status == RunStatus.RUNNING:
             done, text = fmt.run_progress(r)
             b.progress(done, text=text + (" (cancelling)" if r.cancel_requested else ""))
         else:
             b.caption("waiting for a worker")
-        if c.button("Cancel", key=f"cancel-{r.id}", disabled=not allowed or r.cancel_requested):
-            policy.cancel_runs(store, [r.id])
+        if may(user, Action.CANCEL, r.owner) and c.button("Cancel", key=f"cancel-{r.id}",
+                                                          disabled=r.cancel_requested):
+            with state.shown_errors("Cancelling the run"):
+                policy.cancel_runs(store, [r.id], by=user)
             st.rerun(scope="fragment")
-    if active and not allowed:
-        st.caption(state.LOCKED_NOTE)
     recent = [r for r in store.list_runs(limit=8) if r.status not in (RunStatus.QUEUED, RunStatus.RUNNING)][:5]
     if recent:
         lines = []
         for r in recent:
-            line = f"**{r.name}**: {r.status}" + (f", accuracy {fmt.accuracy_label(r)}" if r.scored else "")
-            lines.append(line + (f" :red[({r.error})]" if r.error and r.status == RunStatus.FAILED else ""))
+            line = f"**{fmt.plain(r.name)}**: {r.status}" + (f", accuracy {fmt.accuracy_label(r)}" if r.scored else "")
+            lines.append(line + (f" :red[({fmt.plain(r.error)})]" if r.error and r.status == RunStatus.FAILED else ""))
         st.markdown("Recently ended:  \n" + "  \n".join(lines))
 
 

@@ -245,22 +245,34 @@ def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_p
     assert any("per epoch" in m.value for m in at.markdown), "an estimate of the time per epoch"
 
 
-def test_instructor_password_guards_cancel(app_env, lab_db):
+def test_class_code_sign_in_guards_cancel(app_env, lab_db):
+    """Issue 22: in a class, nothing renders before sign-in; a student sees no Cancel for a run that is not theirs
+    (the instructor's running run), the instructor does. The old top-level `instructor_password` still works."""
     app_env(lab_db["path"])
     at = AppTest.from_file(APP, default_timeout=90)
-    at.secrets["instructor_password"] = "owl"
+    at.secrets["fer_class"] = {"class_code": "owl-7", "instructor_password": "owl"}
     at.run()
-    assert at.sidebar.text_input(key="instructor_password_given").label == "Instructor password"
-    at.switch_page("pages/train.py").run()
-    cancel = [b for b in at.button if b.label == "Cancel"]
-    assert cancel and all(b.disabled for b in cancel)
-    # (AppTest drops the sidebar after switch_page, so the password goes straight into the session state)
-    at.session_state["instructor_password_given"] = "wrong"
-    at.run()
-    assert all(b.disabled for b in at.button if b.label == "Cancel")
-    at.session_state["instructor_password_given"] = "owl"
-    at.run()
-    assert not any(b.disabled for b in at.button if b.label == "Cancel")
+    assert not at.exception and not at.get("dataframe"), "no page before signing in"
+    at.text_input(key="signin_code").set_value("wrong")
+    at.text_input(key="signin_name").set_value("Ana")
+    next(b for b in at.button if b.label == "Sign in").click().run()
+    assert "class code is not right" in at.error[0].value
+    sign_in_student = AppTest.from_file(APP, default_timeout=90)
+    sign_in_student.secrets["fer_class"] = {"class_code": "owl-7", "instructor_password": "owl"}
+    sign_in_student.run()
+    sign_in_student.text_input(key="signin_code").set_value("owl-7")
+    sign_in_student.text_input(key="signin_name").set_value("Ana")
+    next(b for b in sign_in_student.button if b.label == "Sign in").click().run()
+    assert not sign_in_student.exception and any("Ana" in m.value for m in sign_in_student.sidebar.markdown)
+    sign_in_student.switch_page("pages/train.py").run()
+    assert not [b for b in sign_in_student.button if b.label == "Cancel"], "no control for another's run"
+    teacher = AppTest.from_file(APP, default_timeout=90)
+    teacher.secrets["instructor_password"] = "owl"   # the older single setting: class mode without a code
+    teacher.run()
+    teacher.text_input(key="signin_password").set_value("owl")
+    next(b for b in teacher.button if b.label == "Sign in as the instructor").click().run()
+    teacher.switch_page("pages/train.py").run()
+    assert [b for b in teacher.button if b.label == "Cancel"], "the instructor may cancel every run"
 
 
 # --- the comparison --------------------------------------------------------------------------------------------

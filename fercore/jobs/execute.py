@@ -40,8 +40,10 @@ class StoreRecorder(Recorder):
     """Writes the epochs, evaluations and the resumable state of one attempt at a run as they happen, each under
     its lease; hands live progress to the heartbeat, which writes it off the training thread."""
 
-    def __init__(self, store: RunStore, attempt: Attempt, logger: logging.Logger | None = None):
+    def __init__(self, store: RunStore, attempt: Attempt, logger: logging.Logger | None = None,
+                 budget_s: float | None = None):
         self.store, self.attempt, self.run_id, self.log = store, attempt, attempt.run_id, logger or log
+        self.budget_s, self.elapsed_s, self.budget_hit = budget_s, 0.0, False   # the class's per-run time budget
 
     def on_start(self, info: dict) -> None:
         self.store.update_run(self.run_id, lease=self.attempt.token, device=info["device"],
@@ -53,6 +55,7 @@ class StoreRecorder(Recorder):
                       info["n_train"], info["n_val"], info["n_test"], info.get("n_params"))
 
     def on_batch(self, progress: dict) -> bool:
+        self.elapsed_s = float(progress.get("elapsed_s") or 0.0)
         self.attempt.hand_progress({"phase": "training", **progress})
         return self.attempt.check()
 
@@ -69,6 +72,10 @@ class StoreRecorder(Recorder):
 
     def on_final_evaluation(self, images: int, tta: str) -> None:
         self.store.set_progress(self.run_id, {"phase": "evaluating", "images": images, "tta": tta})
+
+    def out_of_time(self) -> bool:
+        self.budget_hit = self.budget_hit or (self.budget_s is not None and self.elapsed_s >= self.budget_s)
+        return self.budget_hit
 
     def on_evaluation(self, split: str, ev: dict) -> None:
         self.log.info("%s accuracy %.4f on %d images (tta %s)", split, ev["accuracy"], ev["n"], ev["tta"])
@@ -113,14 +120,16 @@ def execute_run(store: RunStore, run_id: int, device: str | None = None, logger:
 
 
 def _train(store: RunStore, run: Run, device: str | None, logger: logging.Logger, attempt: Attempt) -> None:
-    dataset = resolve(run.config.data, store)
+    # the version it started on, though a newer one was imported under its name since
+    dataset = resolve(run.config.data, store, fingerprint=run.dataset_fingerprint)
     dev = pick_device(device)
     state = load_resume_state(store, run, logger, attempt)
     if state is not None and (sentence := changed_dataset(run, dataset.fingerprint())):
         raise DataError(sentence)
     store.update_run(run.id, lease=attempt.token, device=device_name(dev), dataset=run.config.data)
-    result = fit(run.config, dataset, StoreRecorder(store, attempt, logger), dev, resume=state)
-    finish(store, run, result, attempt)
+    recorder = StoreRecorder(store, attempt, logger, budget_s=store.time_budget_s(run))
+    result = fit(run.config, dataset, recorder, dev, resume=state)
+    finish(store, run, result, attempt, budget_hit=recorder.budget_hit)
 
 
 def _end(store: RunStore, run_id: int, cause: Cause, attempt: Attempt, logger: logging.Logger,
@@ -156,7 +165,7 @@ def load_resume_state(store: RunStore, run: Run, logger: logging.Logger, attempt
     return state
 
 
-def finish(store: RunStore, run: Run, result, attempt: Attempt) -> None:
+def finish(store: RunStore, run: Run, result, attempt: Attempt, budget_hit: bool = False) -> None:
     """Save the chosen checkpoint and the evaluations, mark the run finished, and drop its resume state; each
     file lands and each row is written only while the attempt holds the run."""
     folder, lease = store.run_dir(run.id), attempt.token
@@ -170,8 +179,8 @@ def finish(store: RunStore, run: Run, result, attempt: Attempt) -> None:
     for split, ev in result.evaluations.items():
         ev["probs_path"] = probs_to_file(folder / f"probs_{split}.npy", result.probs[split], guard=holding)
     store.finish_run(run.id, result.evaluations, run.config.data, lease, checkpoint=str(ckpt),
-                     progress={"phase": "done", "best_epoch": result.best_epoch,
-                               "stopped_early": result.stopped_early})
+                     budget_stopped=budget_hit, progress={"phase": "done", "best_epoch": result.best_epoch,
+                               "stopped_early": result.stopped_early, "budget_stopped": budget_hit})
     (folder / RESUME_FILE).unlink(missing_ok=True)   # a finished run keeps only its final checkpoint
 
 

@@ -22,6 +22,7 @@ import logging
 import traceback
 from pathlib import Path
 
+from fercore.auth import PERSONAL, Action, User, require
 from fercore.errors import DataError, UserError
 from fercore.jobs.lease import Cause
 from fercore.store import Run, RunStatus, RunStore
@@ -75,23 +76,26 @@ def changed_dataset(run: Run, fingerprint: str) -> str | None:
             "under that name again to resume it, or train it again as a new run.")
 
 
-def resume_run(store: RunStore, run) -> Run:
+def resume_run(store: RunStore, run, by: User | None = None) -> Run:
     """`runs resume RUN` and the Runs page's button: queue a failed or cancelled run to continue from its last
-    checkpoint, unless its dataset changed since (execute_run checks that again when it resumes)."""
+    checkpoint (its owner or the instructor), unless the version of the dataset it trained on is gone
+    (execute_run checks that again when it resumes)."""
     run = store.get_run(run)
+    require(by or PERSONAL, Action.RESUME, run.owner, what=f"run {run.label}")
     if not run.status.resumable:
         raise UserError(f"Run {run.label} is {run.status}; only a failed or cancelled run can be resumed.")
     if not can_resume(store, run):
         raise UserError(f"Run {run.label} has no saved training state to resume from (it stopped before its first "
                         "epoch ended, or it was trained by an older version); queue it again instead.")
-    info = store.dataset_info(run.config.data)
+    info = store.dataset_info(run.config.data, fingerprint=run.dataset_fingerprint)
     if info is not None and (sentence := changed_dataset(run, info.fingerprint)):
         raise DataError(sentence)
     store.set_status(run.id, RunStatus.QUEUED, f"resumed by hand after: {run.error or run.status}")
+    store.record(by, "resume", f"run {run.id} ({run.name})")
     return store.get_run(run.id)
 
 
-def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
+def cancel_runs(store: RunStore, runs: list[int | str], by: User | None = None) -> list[Run]:
     """Cancel runs: a queued one at once, a running one at its worker's next heartbeat (the worker then ends it
     `cancelled`). A sweep whose trial was cancelled goes on with its next trial, as after any trial that ended; but
     when one call cancels several trials of a sweep and none is left to come, its owner is stopping the sweep (the
@@ -100,9 +104,10 @@ def cancel_runs(store: RunStore, runs: list[int | str]) -> list[Run]:
     sweeps = {}
     for rid in ids:
         run = store.get_run(rid)
+        require(by or PERSONAL, Action.CANCEL, run.owner, what=f"run {run.label}")   # all or none
         if run.group_kind == "sweep" and run.status.active:
             sweeps.setdefault(run.group_name, set()).add(rid)
-    out = [store.request_cancel(rid) for rid in ids]
+    out = [store.request_cancel(rid, by=by) for rid in ids]
     from fercore.teach.sweeps import stop_sweep
     for name, chosen in sweeps.items():
         others = [r for r in store.list_runs(group_name=name) if r.status.active and r.id not in chosen]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fercore.auth import PERSONAL, SYSTEM, Action, User, require, validate_name
 from fercore.errors import RunFileError
 from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint
 from fercore.safeio import atomic_path
@@ -43,14 +44,17 @@ def export_run(store, run, out_path: Path) -> Path:
     return Path(out_path)
 
 
-def import_run(store, path: Path, name: str | None = None) -> dict:
-    """Add a shared run to the store. All or nothing: a file that fails anywhere (weights that do not fit,
-    a damaged record) leaves no run behind, neither a half one nor one stuck in `running`."""
+def import_run(store, path: Path, name: str | None = None, by: User | None = None) -> dict:
+    """Add a shared run to the store, owned by `by`. All or nothing: a file that fails anywhere (weights that do
+    not fit, a damaged record) leaves no run behind, neither a half one nor one stuck in `running`. The file may
+    name a dataset, never a path: a path (which the Compare page would otherwise open) is refused."""
+    require(by or PERSONAL, Action.IMPORT_RUN)
     model, content = load_model(Path(path))   # the weights are checked before the store is touched
     rec, config = content["record"], content["config"]
-    name = name or rec.get("name") or Path(path).stem
+    _names_no_path(rec.get("dataset"), config.data)
+    name = validate_name(name or rec.get("name") or Path(path).stem, "run name")
     config = config.replace(name=name)
-    run = store.create_run(config, status=RunStatus.RUNNING, classes=content["classes"])
+    run = store.create_run(config, status=RunStatus.RUNNING, classes=content["classes"], by=by, limits=False)
     rid = run.id
     try:
         ckpt = store.run_dir(rid) / "checkpoint.pt"
@@ -71,12 +75,20 @@ def import_run(store, path: Path, name: str | None = None) -> dict:
         if times:   # its training time, not the moment of the import
             store.update_run(rid, **times)
     except Exception as e:
-        store.delete_run(rid)
+        store.discard_run(rid)
         if isinstance(e, OSError):
             raise   # a full disk or a permission problem is not the file's fault; the caller says what it is
         raise RunFileError(f"{Path(path).name} is damaged: its recorded epochs or evaluations are invalid.") \
             from None
     return store.get_run(rid)
+
+
+def _names_no_path(*specs) -> None:
+    """A run file may name a dataset (a name in the store, `synthetic...`), never a file or folder of the server."""
+    for spec in specs:
+        if spec and (any(c in str(spec) for c in "/\\~") or str(spec).startswith(".")):
+            raise RunFileError(f"The run file names its dataset by a path ({str(spec)[:80]!r}); a run file may only "
+                               "name a dataset, so it was not imported.")
 
 
 def _recorded_times(rec: dict) -> dict:
@@ -98,7 +110,9 @@ def ensure_starter(store) -> Run | None:
     if store.list_runs(limit=1):
         return None
     try:
-        return import_run(store, STARTER_FILE, name="starter")
+        run = import_run(store, STARTER_FILE, name="starter", by=SYSTEM)
+        store.set_starter(run.id, by=SYSTEM)
+        return store.get_run(run.id)
     except BaseException:
         store.release_flag("starter_registered")   # a full disk, say: the next command tries again
         raise

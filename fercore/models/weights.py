@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from fercore.auth import PERSONAL, Action, User, require
 from fercore.config import RunConfig
 from fercore.errors import UserError
 from fercore.models.backbones import BACKBONES, TRANSFER_MODES
@@ -253,8 +254,10 @@ def not_weights_sentence(name: str) -> str:
             "its checksum, and nothing was imported.")
 
 
-def import_weights(path: Path) -> ImportReport:
-    """Import the weights files at `path`: one file, a folder (searched recursively) or a .zip of them."""
+def import_weights(path: Path, by: User | None = None) -> ImportReport:
+    """Import the weights files at `path`: one file, a folder (searched recursively) or a .zip of them. The
+    weights are shared by every user of the machine: the instructor's to import."""
+    require(by or PERSONAL, Action.IMPORT_WEIGHTS)
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsError(f"There is no file or folder at {path}.")
@@ -266,8 +269,9 @@ def import_weights(path: Path) -> ImportReport:
     return import_one(path.name, lambda: open(path, "rb"))
 
 
-def import_upload(name: str, data: bytes) -> ImportReport:
-    """Import an uploaded file (a weights file or a .zip of them) held in memory."""
+def import_upload(name: str, data: bytes, by: User | None = None) -> ImportReport:
+    """Import an uploaded file (a weights file or a .zip of them) held in memory (the instructor's to do)."""
+    require(by or PERSONAL, Action.IMPORT_WEIGHTS)
     if is_zip_name(name):
         with open_zip(io.BytesIO(data), name) as archive:
             return import_all(zip_sources(archive), name)

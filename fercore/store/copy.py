@@ -27,7 +27,7 @@ from fercore.errors import UserError
 from fercore.store.dialects import move_id_sequence_past
 from fercore.store.entities import RunStatus
 from fercore.store.runstore import RunStore, _url
-from fercore.store.schema import DatasetRow, EpochRow, EvaluationRow, RunRow, WorkerRow
+from fercore.store.schema import AuditRow, DatasetRow, EpochRow, EvaluationRow, RunRow, UserRow, WorkerRow
 
 STARTER_SOURCE = "starter.fer.pt"   # runfile.STARTER_FILE's name, as import_run records it in a run's progress
 
@@ -64,6 +64,7 @@ def copy_store(src: RunStore, dst: RunStore, merge: bool = False) -> dict:
             out = {"files": 0, "skipped_runs": []}
             out["datasets"], out["datasets_shared"] = _copy_datasets(sc, dc, dst, files)
             workers = _copy_workers(sc, dc)
+            _copy_people(sc, dc)   # who is a student (fair share, limits) and who did what
             keep_ids = not merge
             dst_starter = merge and dc.scalar(select(func.count()).select_from(RunRow)
                                               .where(RunRow.name == "starter")) > 0
@@ -111,6 +112,16 @@ def _copy_datasets(sc, dc, dst: RunStore, files: _Files) -> tuple[int, int]:
         dc.execute(insert(DatasetRow.__table__).values(**row))
         copied += 1
     return copied, shared
+
+
+def _copy_people(sc, dc) -> None:
+    """The users (a destination's own row of the same id wins) and the audit log (appended)."""
+    have = set(dc.scalars(select(UserRow.id)))
+    for row in sc.execute(select(UserRow.__table__)).mappings():
+        if row["id"] not in have:
+            dc.execute(insert(UserRow.__table__).values(**row))
+    for row in sc.execute(select(AuditRow.__table__).order_by(AuditRow.id)).mappings():
+        dc.execute(insert(AuditRow.__table__).values(**{k: v for k, v in row.items() if k != "id"}))
 
 
 def _copy_workers(sc, dc) -> dict[int, int]:

@@ -72,6 +72,17 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def redact_url(url_or_path: str) -> str:
+    """A database URL as it may be shown to anyone: without its password (a file path stays as it is)."""
+    if "://" not in str(url_or_path):
+        return str(url_or_path)
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(normalize_url(str(url_or_path))).render_as_string(hide_password=True)
+    except Exception:   # noqa: BLE001 - an unparseable URL: show its scheme only, never what follows
+        return str(url_or_path).split("://", 1)[0] + "://***"
+
+
 class DatabaseUnreachable(UserError, ValueError):
     """The database server did not answer (down, wrong address or password); the message is a plain sentence.
     A ValueError, like every other mistake a user can fix, so the CLI and the pages show just the sentence."""

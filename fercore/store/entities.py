@@ -92,6 +92,10 @@ class Run:
     summary: dict = field(default_factory=dict)   # best/last/min of each metric over the epochs
     attempts: int = 0                             # how many times a worker started or resumed it
     lease_token: int = 0                          # the attempt that holds it (store/queue.py)
+    owner: str = "instructor"                     # the user id of who queued it (fercore.auth.User.id)
+    starter: bool = False                         # the model Classify preselects (a flag, never a name)
+    deleted_at: str | None = None                 # in the trash since
+    budget_stopped: bool = False                  # stopped at its best checkpoint when its time budget ran out
     test: Evaluation | None = None
     val: Evaluation | None = None
     epochs: tuple[dict, ...] | None = None        # only when asked for
@@ -133,7 +137,8 @@ class Run:
              "heartbeat_at": self.heartbeat_at, "progress": self.progress, "cancel_requested": self.cancel_requested,
              "checkpoint": self.checkpoint, "log_path": self.log_path, "group_kind": self.group_kind,
              "group_name": self.group_name, "trial": self.trial, "n_params": self.n_params, "summary": self.summary,
-             "attempts": self.attempts,
+             "attempts": self.attempts, "owner": self.owner, "starter": self.starter,
+             "budget_stopped": self.budget_stopped,
              "accuracy": self.accuracy, "accuracy_split": self.accuracy_split,
              "test": self.test.to_json() if self.test else None,
              "val": self.val.to_json() if self.val else None}
@@ -156,12 +161,17 @@ class DatasetInfo:
     notes: tuple[str, ...] = ()
     audit: dict = field(default_factory=dict)
     created_at: str | None = None
+    owner: str = "instructor"
+    family: str = ""          # the name it was imported as; older versions are named `family@vN`
+    version: int = 1
+    deleted_at: str | None = None
 
     def to_json(self) -> dict:
         return {"name": self.name, "source": self.source, "fingerprint": self.fingerprint,
                 "classes": list(self.classes), "splits": self.splits, "class_counts": self.class_counts,
                 "image_size": self.image_size, "path": self.path, "synthetic": self.synthetic,
-                "notes": list(self.notes), "audit": self.audit, "created_at": self.created_at}
+                "notes": list(self.notes), "audit": self.audit, "created_at": self.created_at, "owner": self.owner,
+                "version": self.version}
 
 
 @dataclass(frozen=True)
@@ -178,3 +188,17 @@ class Worker:
     def to_json(self) -> dict:
         return {"id": self.id, "pid": self.pid, "host": self.host, "device": self.device, "status": self.status,
                 "current_run": self.current_run, "started_at": self.started_at, "heartbeat_at": self.heartbeat_at}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str | None
+    user_id: str
+    user_name: str
+    action: str
+    object: str
+    detail: str | None = None
+
+    def to_json(self) -> dict:
+        return {"at": self.at, "user_id": self.user_id, "user_name": self.user_name, "action": self.action,
+                "object": self.object, "detail": self.detail}

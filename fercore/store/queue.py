@@ -19,6 +19,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import and_, case, func, or_, select, update
 
+from fercore.auth import Action, User, require
+from fercore.store import fairshare
+from fercore.store.classroom import _audit, actor
 from fercore.store.dialects import db_now, now, retry_locked
 from fercore.store.entities import Run, RunStatus, Worker
 from fercore.store.schema import RunRow, WorkerRow
@@ -101,33 +104,32 @@ class QueueStore:
             return bool(row[0])
 
     # --- claiming --------------------------------------------------------------------------------
-    def _next_queued(self):
-        """Which queued run the next claim takes: the oldest. (One place, so a fairer order replaces only this.)
-        PostgreSQL skips rows that another worker's claim has locked, so claims at the same moment take
-        different runs without waiting for each other."""
-        q = select(RunRow.id).where(RunRow.status == QUEUED).order_by(RunRow.id).limit(1)
-        if not self.is_sqlite:
-            q = q.with_for_update(skip_locked=True)
-        return q.scalar_subquery()
-
     @retry_locked
     def claim_next_run(self, worker_id: int, device: str = "") -> Run | None:
         """Move the next queued run to `running` for this worker with a new lease, in one conditional UPDATE
-        (never two workers; a run cancelled at the same moment is not claimed)."""
-        for _ in range(3):   # PostgreSQL: every queued row was locked by other claims a moment ago
+        (never two workers; a run cancelled at the same moment is not claimed). Which run is next is decided in one
+        place, fairshare.next_run_id (the instructor's first, then round-robin across students). PostgreSQL locks
+        the chosen row with SKIP LOCKED first, so workers claiming at the same moment take different runs without
+        waiting for each other."""
+        taken: set[int] = set()
+        for _ in range(20):
             with self._session.begin() as s:
-                rid = s.execute(update(RunRow).where(RunRow.id == self._next_queued(), RunRow.status == QUEUED)
-                                .values(status=RUNNING, worker_id=worker_id, device=device, error=None, progress={},
-                                        heartbeat_at=self._now(), progress_at=self._now(),
-                                        started_at=func.coalesce(RunRow.started_at, now()),
-                                        attempts=func.coalesce(RunRow.attempts, 0) + 1,
-                                        lease_token=func.coalesce(RunRow.lease_token, 0) + 1,
-                                        lease_expires_at=self._now(lease_seconds()))
-                                .returning(RunRow.id)).scalar()
-                if rid is not None:
-                    return self._runs(s, [s.get(RunRow, rid)])[0]
-                if s.scalar(select(func.count()).select_from(RunRow).where(RunRow.status == QUEUED)) == 0:
+                rid = fairshare.next_run_id(s, now(), exclude=taken)
+                if rid is None:
                     return None
+                taken.add(rid)
+                if not self.is_sqlite and s.scalar(select(RunRow.id).where(RunRow.id == rid)
+                                                   .with_for_update(skip_locked=True)) is None:
+                    continue   # another worker is claiming it right now
+                claimed = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status == QUEUED)
+                                    .values(status=RUNNING, worker_id=worker_id, device=device, error=None,
+                                            progress={}, heartbeat_at=self._now(), progress_at=self._now(),
+                                            started_at=func.coalesce(RunRow.started_at, now()),
+                                            attempts=func.coalesce(RunRow.attempts, 0) + 1,
+                                            lease_token=func.coalesce(RunRow.lease_token, 0) + 1,
+                                            lease_expires_at=self._now(lease_seconds())))
+                if claimed.rowcount == 1:
+                    return self._runs(s, [s.get(RunRow, rid)])[0]
         return None
 
     @retry_locked
@@ -141,19 +143,25 @@ class QueueStore:
 
     # --- cancelling -------------------------------------------------------------------------------
     @retry_locked
-    def request_cancel(self, run: int | str) -> Run:
+    def request_cancel(self, run: int | str, by: User | None = None) -> Run:
         """One conditional UPDATE: a queued run is cancelled at once, a running one asked to stop (its worker reads
         the flag at its next heartbeat). A claim at the same moment is either before it (the run is running: asked
-        to stop) or after it (the run is cancelled: not claimed)."""
+        to stop) or after it (the run is cancelled: not claimed). Only its owner or the instructor may."""
         rid = self.resolve(run)
+        by = actor(by)
         queued = RunRow.status == QUEUED
         with self._session.begin() as s:
-            s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status.in_((QUEUED, RUNNING))).values(
+            r = s.get(RunRow, rid)
+            require(by, Action.CANCEL, r.owner, what=f"run {r.name} (#{r.id})")
+            res = s.execute(update(RunRow).where(RunRow.id == rid, RunRow.status.in_((QUEUED, RUNNING))).values(
                 status=case((queued, str(RunStatus.CANCELLED)), else_=RunRow.status),
                 finished_at=case((queued, now()), else_=RunRow.finished_at),
                 error=case((queued, "cancelled before it started"), else_=RunRow.error),
                 cancel_requested=case((queued, RunRow.cancel_requested), else_=True)))
-            return self._runs(s, [s.get(RunRow, rid)])[0]
+            if res.rowcount:
+                _audit(s, by, "cancel", f"run {r.id} ({r.name})")
+            s.refresh(r)
+            return self._runs(s, [r])[0]
 
     # --- reaping ----------------------------------------------------------------------------------
     @retry_locked

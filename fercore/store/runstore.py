@@ -22,10 +22,12 @@ from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fercore.auth import Action, User, check_queue, require, validate_name
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.errors import DataError, NotFound
 from fercore.safeio import replace_durably
+from fercore.store.classroom import ClassroomStore, _active, _audit, actor, refuse_running
 from fercore.store.dialects import engine_options, normalize_url, now, retry_locked, unreachable
 from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus
 from fercore.store.queue import QueueStore
@@ -48,7 +50,7 @@ def _url(url_or_path: str) -> str:
         f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
 
 
-class RunStore(QueueStore):
+class RunStore(QueueStore, ClassroomStore):
     def __init__(self, url_or_path: str | None = None, artifacts: str | Path | None = None):
         """`artifacts`: the artifact root, instead of $FER_ARTIFACTS or the default (`db copy --artifacts`)."""
         self.url = _url(url_or_path or default_db())
@@ -148,8 +150,13 @@ class RunStore(QueueStore):
     # --- datasets --------------------------------------------------------------------------------
     @retry_locked
     def add_dataset(self, ds: FERDataset, name: str | None = None, replace: bool = True,
-                    audit: dict | None = None) -> DatasetInfo:
-        name = name or ds.name
+                    audit: dict | None = None, by: User | None = None) -> DatasetInfo:
+        """Store a dataset under `name`. Datasets are immutable: a name that exists gets a new version (the old one
+        is kept as `name@vN`, and runs that trained on it find it by fingerprint); the same images again change
+        nothing. `replace=False` refuses an existing name instead."""
+        by = actor(by)
+        name = validate_name(name or ds.name, "dataset name")
+        require(by, Action.IMPORT_DATASET, what=name)
         folder = self.artifacts / "datasets"
         folder.mkdir(parents=True, exist_ok=True)
         fp = ds.fingerprint()
@@ -167,37 +174,66 @@ class RunStore(QueueStore):
         for attempt in range(2):
             try:
                 with self._session.begin() as s:
-                    row = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
-                    if row is None:
-                        row = DatasetRow(name=name, created_at=now())
-                        s.add(row)
-                    elif not replace:
+                    old = s.scalar(select(DatasetRow).where(DatasetRow.name == name, DatasetRow.deleted_at.is_(None)))
+                    if old is not None and not replace:
                         raise DataError(f"A dataset named {name!r} already exists.")
+                    if old is not None and old.fingerprint == fp:
+                        return old.to_entity()   # the same images again: nothing new
+                    version = self._retire_version(s, name, old)
+                    row = DatasetRow(name=name, created_at=now(), owner=by.id, family=name, version=version)
+                    s.add(row)
+                    _audit(s, by, "import", f"dataset {name} v{version}", ds.source)
                     row.source, row.fingerprint, row.classes = ds.source, fp, list(ds.classes)
                     row.splits, row.class_counts = ds.split_counts(), ds.class_counts()
                     row.image_size, row.path = ds.image_size, str(path)
                     row.synthetic, row.notes, row.audit = ds.synthetic, ds.notes, audit
                     s.flush()
                     return row.to_entity()
-            except IntegrityError:   # another process added this name a moment ago: update its row instead
+            except IntegrityError:   # another process added this name a moment ago: make ours the next version
                 if attempt:
                     raise
 
-    def list_datasets(self) -> list[DatasetInfo]:
-        """Newest first: the dataset a user imported last is the one they most likely want."""
-        with self._session() as s:
-            q = select(DatasetRow).order_by(DatasetRow.created_at.desc(), DatasetRow.id.desc())
-            return [r.to_entity() for r in s.scalars(q)]
+    @staticmethod
+    def _retire_version(s: Session, name: str, old: DatasetRow | None) -> int:
+        """Rename the current version of `name` to `name@vN` (a deleted one too, so the name is free); return the
+        new version's number."""
+        versions = [v or 1 for v in s.scalars(select(DatasetRow.version).where(
+            (DatasetRow.family == name) | (DatasetRow.name == name)))]
+        trashed = s.scalar(select(DatasetRow).where(DatasetRow.name == name, DatasetRow.deleted_at.is_not(None)))
+        for row in (old, trashed):
+            if row is not None:
+                row.family, row.version = row.family or name, row.version or 1
+                row.name = f"{name}@v{row.version}"
+        s.flush()
+        return max(versions, default=0) + 1
 
-    def dataset_info(self, name: str) -> DatasetInfo | None:
+    def list_datasets(self, versions: bool = False) -> list[DatasetInfo]:
+        """Newest first: the dataset a user imported last is the one they most likely want. The current version of
+        each name, or every version when `versions`; never what is in the trash."""
         with self._session() as s:
-            r = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            q = select(DatasetRow).where(DatasetRow.deleted_at.is_(None)) \
+                .order_by(DatasetRow.created_at.desc(), DatasetRow.id.desc())
+            rows = [r.to_entity() for r in s.scalars(q)]
+            return rows if versions else [r for r in rows if r.name == r.family]
+
+    def dataset_info(self, name: str, fingerprint: str | None = None) -> DatasetInfo | None:
+        """The dataset of that name, or with `fingerprint` the version of that name with those images (what a run
+        trained on, though a newer version was imported since)."""
+        with self._session() as s:
+            q = select(DatasetRow).where(DatasetRow.deleted_at.is_(None))
+            r = s.scalar(q.where(DatasetRow.name == name))
+            if fingerprint and (r is None or r.fingerprint != fingerprint):
+                r = s.scalar(q.where((DatasetRow.family == (r.family if r else name)) | (DatasetRow.name == name),
+                                     DatasetRow.fingerprint == fingerprint).limit(1)) or r
             return r.to_entity() if r else None
 
-    def load_dataset(self, name: str) -> FERDataset:
-        info = self.dataset_info(name)
+    def load_dataset(self, name: str, fingerprint: str | None = None) -> FERDataset:
+        info = self.dataset_info(name, fingerprint)
         if info is None:
             raise NotFound(f"There is no dataset named {name!r}; import it first (`data import`).")
+        if fingerprint and info.fingerprint != fingerprint:
+            raise DataError(f"The images of dataset {name!r} changed since this run started, and the version it "
+                            "trained on is gone; queue the run again instead.")
         if not Path(info.path).exists():
             raise NotFound(f"The files of dataset {name!r} are missing ({info.path}); import it again.")
         ds = FERDataset.load(info.path)
@@ -205,26 +241,37 @@ class RunStore(QueueStore):
         return ds
 
     @retry_locked
-    def delete_dataset(self, name: str) -> None:
+    def delete_dataset(self, name: str, by: User | None = None) -> None:
+        """Move a dataset to the trash (the instructor restores it or empties the trash; only then its file goes)."""
+        by = actor(by)
+        require(by, Action.DELETE_DATASET, what=name)
         with self._session.begin() as s:
-            r = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            r = s.scalar(select(DatasetRow).where(DatasetRow.name == name, DatasetRow.deleted_at.is_(None)))
             if r is None:
                 raise NotFound(f"There is no dataset named {name!r}.")
-            path = r.path
-            s.delete(r)
-            still_used = s.scalar(select(func.count()).select_from(DatasetRow).where(DatasetRow.path == path))
-        if not still_used:
-            Path(path).unlink(missing_ok=True)
+            r.deleted_at = now()
+            _audit(s, by, "delete", f"dataset {name}")
 
     # --- runs ------------------------------------------------------------------------------------
     @retry_locked
     def create_run(self, config: RunConfig, status: RunStatus = RunStatus.QUEUED, group_kind: str | None = None,
-                   group_name: str | None = None, classes: list | None = None, trial: int | None = None) -> Run:
+                   group_name: str | None = None, classes: list | None = None, trial: int | None = None,
+                   by: User | None = None, limits: bool = True, owner: str | None = None) -> Run:
+        """A new run owned by `by`, refused (Forbidden, one sentence) over the class limits. `limits=False`: checked
+        before (a sweep's trials, a run file); `owner`: whose it is when the lab queues it for someone (a sweep's
+        next trial, queued by a worker)."""
+        by = actor(by)
+        require(by, Action.QUEUE)
+        if config.name:
+            validate_name(config.name, "run name")
+        class_limits = self.limits() if limits and not by.is_instructor else None
         with self._session.begin() as s:
+            if class_limits is not None:
+                check_queue(by, class_limits, config, _active(s, by.id))
             row = RunRow(name=config.name or "", status=str(status), config=config.to_dict(), dataset=config.data,
                          classes=list(classes or config.classes), created_at=now(), progress={},
                          cancel_requested=False, group_kind=group_kind, group_name=group_name, trial=trial,
-                         summary={})
+                         summary={}, owner=owner or by.id)
             if status == RunStatus.RUNNING:
                 row.started_at = row.heartbeat_at = row.progress_at = now()
                 row.lease_token = 0   # no attempt holds it yet: take_lease gives the trainer its first lease
@@ -232,26 +279,34 @@ class RunStore(QueueStore):
             s.flush()
             if not row.name:
                 row.name = f"run-{row.id}"
+            _audit(s, by, "queue" if status == RunStatus.QUEUED else "create", f"run {row.id} ({row.name})",
+                   group_name)
             s.flush()
             return row.to_entity(now=now())
 
-    def queue_trial(self, config: RunConfig, sweep: str, trial: int) -> Run:
+    def queue_trial(self, config: RunConfig, sweep: str, trial: int, by: User | None = None,
+                    owner: str | None = None) -> Run:
         """Queue trial `trial` of a sweep. Raises TrialExists when another process queued that trial a moment
         earlier (a unique (group_name, trial) index decides), so two workers that both decide to queue a sweep's
         next trial queue it once."""
         try:
-            return self.create_run(config, status=RunStatus.QUEUED, group_kind="sweep", group_name=sweep, trial=trial)
+            return self.create_run(config, status=RunStatus.QUEUED, group_kind="sweep", group_name=sweep, trial=trial,
+                                   by=by, limits=False, owner=owner)
         except IntegrityError:
             raise TrialExists(f"Trial {trial} of sweep {sweep} exists already.") from None
 
     def resolve(self, run: int | str) -> int:
-        """A run id from an id or a name (the newest run of that name)."""
+        """A run id from an id or a name (the newest run of that name); a run in the trash is not found."""
         with self._session() as s:
             if (isinstance(run, int) or (isinstance(run, str) and run.isdigit())) and int(run) < 2 ** 31:
                 r = s.get(RunRow, int(run))
-                if r is not None:
+                if r is not None and r.deleted_at is None:
                     return r.id
-            rid = s.scalar(select(RunRow.id).where(RunRow.name == str(run)).order_by(RunRow.id.desc()).limit(1))
+                if r is not None:
+                    raise NotFound(f"Run {r.id} was deleted" + (" and the trash emptied." if r.purged_at else
+                                                                  "; the instructor can restore it from the trash."))
+            rid = s.scalar(select(RunRow.id).where(RunRow.name == str(run), RunRow.deleted_at.is_(None))
+                           .order_by(RunRow.id.desc()).limit(1))
             if rid is None:
                 raise NotFound(f"There is no run with id or name {run!r}.")
             return rid
@@ -264,13 +319,17 @@ class RunStore(QueueStore):
     def get_runs(self, ids: list[int], epochs: bool = False) -> list[Run]:
         """Several runs by id in one round of queries, in the order asked (unknown ids are left out)."""
         with self._session() as s:
-            rows = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.id.in_([int(i) for i in ids])))}
+            rows = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.id.in_([int(i) for i in ids]),
+                                                                    RunRow.deleted_at.is_(None)))}
             return self._runs(s, [rows[i] for i in map(int, ids) if i in rows], epochs=epochs)
 
     def list_runs(self, status: RunStatus | None = None, group_name: str | None = None,
-                  limit: int | None = None) -> list[Run]:
+                  limit: int | None = None, owner: str | None = None) -> list[Run]:
+        """Newest first; never what is in the trash. `owner`: one user's runs only."""
         with self._session() as s:
-            q = select(RunRow).order_by(RunRow.id.desc())
+            q = select(RunRow).where(RunRow.deleted_at.is_(None)).order_by(RunRow.id.desc())
+            if owner:
+                q = q.where(RunRow.owner == owner)
             if status:
                 q = q.where(RunRow.status == str(status))
             if group_name:
@@ -397,13 +456,30 @@ class RunStore(QueueStore):
             run.summary = {**(run.summary or {}), "test_acc": float(ev["accuracy"])}
 
     @retry_locked
-    def delete_run(self, run: int | str) -> None:
+    def delete_run(self, run: int | str, by: User | None = None) -> None:
+        """Move a run to the trash with its epochs, evaluations and files (the instructor restores it or empties
+        the trash). A queued run is cancelled first; a running one must be cancelled first."""
         rid = self.resolve(run)
+        by = actor(by)
         with self._session.begin() as s:
-            s.execute(delete(EpochRow).where(EpochRow.run_id == rid))
-            s.execute(delete(EvaluationRow).where(EvaluationRow.run_id == rid))
-            s.execute(delete(RunRow).where(RunRow.id == rid))
-        shutil.rmtree(self.run_dir(rid, create=False), ignore_errors=True)
+            r = s.get(RunRow, rid)
+            require(by, Action.DELETE, r.owner, what=f"run {r.name} (#{r.id})")
+            refuse_running(r)
+            if r.status == str(RunStatus.QUEUED):
+                r.status, r.finished_at, r.error = str(RunStatus.CANCELLED), now(), "deleted before it started"
+            r.deleted_at, r.starter = now(), False
+            _audit(s, by, "delete", f"run {r.id} ({r.name})")
+
+    @retry_locked
+    def discard_run(self, run_id: int) -> None:
+        """Remove a run that never was whole (an import that failed half way): its rows and files, keeping a
+        tombstone so that its id is not handed out again."""
+        with self._session.begin() as s:
+            s.execute(delete(EpochRow).where(EpochRow.run_id == run_id))
+            s.execute(delete(EvaluationRow).where(EvaluationRow.run_id == run_id))
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(
+                deleted_at=now(), purged_at=now(), status=str(RunStatus.FAILED), checkpoint=None))
+        shutil.rmtree(self.run_dir(run_id, create=False), ignore_errors=True)
 
     def run_dir(self, run_id: int, create: bool = True) -> Path:
         d = self.artifacts / "runs" / str(run_id)
@@ -413,7 +489,8 @@ class RunStore(QueueStore):
 
     def counts(self) -> dict[RunStatus, int]:
         with self._session() as s:
-            rows = s.execute(select(RunRow.status, func.count()).group_by(RunRow.status)).all()
+            rows = s.execute(select(RunRow.status, func.count()).where(RunRow.deleted_at.is_(None))
+                             .group_by(RunRow.status)).all()
             return {st: 0 for st in RunStatus} | {RunStatus(k): int(v) for k, v in rows}
 
     # --- meta flags -----------------------------------------------------------------------------------

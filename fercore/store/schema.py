@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fercore.auth import LEGACY_OWNER
 from fercore.config import RunConfig
-from fercore.store.entities import DatasetInfo, Evaluation, Run, RunStatus, Worker
+from fercore.store.entities import AuditEntry, DatasetInfo, Evaluation, Run, RunStatus, Worker
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +26,7 @@ class Meta(Base):
 
 class DatasetRow(Base):
     __tablename__ = "datasets"
+    __table_args__ = ({"sqlite_autoincrement": True},)   # and rows are never deleted: ids are never reused
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source: Mapped[str] = mapped_column(Text)
@@ -38,18 +40,28 @@ class DatasetRow(Base):
     notes: Mapped[list] = mapped_column(JSON, default=list)
     audit: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # duplicates, blanks (fercore.data.audit)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # --- the classroom: owners, versions, the trash (NULL owner: made before owners existed, the instructor's)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    family: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)  # the name it was imported as
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)   # 1, 2, ... within its family
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # in the trash since
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)    # trash emptied: a tombstone
 
     def to_entity(self) -> DatasetInfo:
         return DatasetInfo(name=self.name, source=self.source, fingerprint=self.fingerprint,
                            classes=tuple(self.classes), splits=self.splits, class_counts=self.class_counts,
                            image_size=self.image_size, path=self.path, synthetic=bool(self.synthetic),
-                           notes=tuple(self.notes or ()), audit=self.audit or {}, created_at=iso(self.created_at))
+                           notes=tuple(self.notes or ()), audit=self.audit or {}, created_at=iso(self.created_at),
+                           owner=self.owner or LEGACY_OWNER, family=self.family or self.name,
+                           version=self.version or 1, deleted_at=iso(self.deleted_at))
 
 
 class RunRow(Base):
     __tablename__ = "runs"
     # a sweep's trial i exists once, however many workers ask for it at the same moment (NULLs never clash)
-    __table_args__ = (Index("ux_runs_group_trial", "group_name", "trial", unique=True),)
+    # AUTOINCREMENT (new SQLite files): an id is never handed out twice. Older files without it are safe too:
+    # run rows are never deleted (emptying the trash keeps a tombstone), so max(id) + 1 is always new.
+    __table_args__ = (Index("ux_runs_group_trial", "group_name", "trial", unique=True), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)   # queued running finished failed cancelled
@@ -80,6 +92,12 @@ class RunRow(Base):
     # ends on the database's clock unless that attempt's heartbeat renews it
     lease_token: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # --- the classroom: owner, the starter flag, the trash, the time budget
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)   # NULL: the instructor's
+    starter: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # in the trash since
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)    # trash emptied: a tombstone
+    budget_stopped: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=False)
 
     def to_entity(self, test: Evaluation | None = None, val: Evaluation | None = None,
                   epochs: list[dict] | None = None, now: datetime | None = None) -> Run:
@@ -96,7 +114,8 @@ class RunRow(Base):
                    log_path=self.log_path, group_kind=self.group_kind, group_name=self.group_name,
                    n_params=self.n_params, summary=self.summary or {}, attempts=self.attempts or 0, trial=self.trial,
                    lease_token=self.lease_token or 0,
-                   test=test, val=val,
+                   owner=self.owner or LEGACY_OWNER, starter=bool(self.starter), deleted_at=iso(self.deleted_at),
+                   budget_stopped=bool(self.budget_stopped), test=test, val=val,
                    epochs=tuple(epochs) if epochs is not None else None)
 
 
@@ -167,6 +186,36 @@ class WorkerRow(Base):
         return Worker(id=self.id, pid=self.pid, host=self.host, device=self.device, status=self.status,
                       current_run=self.current_run, started_at=iso(self.started_at),
                       heartbeat_at=iso(self.heartbeat_at))
+
+
+class UserRow(Base):
+    """Everyone who signed in: what the instructor page lists, and what makes a class display name unique."""
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(String(200), index=True)   # casefolded: "Ana" and "ana" are one student
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    signed_in_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)   # cookies before it are void
+
+
+class AuditRow(Base):
+    """Who did what, to what, when: sign-ins, queueing, cancels, deletes, restores, imports, limit changes."""
+    __tablename__ = "audit_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    user_id: Mapped[str] = mapped_column(String(200))
+    user_name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    object: Mapped[str] = mapped_column(String(400))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    def to_entity(self) -> AuditEntry:
+        return AuditEntry(at=iso(self.at), user_id=self.user_id, user_name=self.user_name, action=self.action,
+                          object=self.object, detail=self.detail)
 
 
 def iso(t: datetime | None) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fercore.auth import User
 from fercore.config import RunConfig
 from fercore.errors import NotFound
 from fercore.store.entities import Run, RunStatus
@@ -232,16 +233,20 @@ def list_lessons(data: str = "synthetic", epochs: int | None = None, fraction: f
 
 
 def start_lesson(store, name: str, data: str = "synthetic", epochs: int | None = None,
-                 fraction: float | None = None, classes=()) -> list[Run]:
-    """Queue the lesson's runs as one group (group_kind "lesson", group_name "<lesson>-<suffix>")."""
+                 fraction: float | None = None, classes=(), by: User | None = None) -> list[Run]:
+    """Queue the lesson's runs as one group (group_kind "lesson", group_name "<lesson>-<suffix>"), owned by `by`
+    and refused over the class limits before any is queued."""
     configs = lesson_configs(name, data, epochs, fraction, classes)
+    for c in configs:
+        store.check_queue(c, by, adding=len(configs))
     if not (data.startswith("synthetic") or store.dataset_info(data) or Path(data).expanduser().exists()):
         raise NotFound(f"There is no dataset named {data!r} and no file or folder at that path; import it "
                          "first (`data import`) or use `synthetic`.")
     from fercore.models.weights import require_weights  # imports torchvision: only when a lesson starts
     require_weights(configs, "This lesson")
     group = f"{name}-{uuid.uuid4().hex[:6]}"
-    return [store.create_run(c, status=RunStatus.QUEUED, group_kind="lesson", group_name=group) for c in configs]
+    return [store.create_run(c, status=RunStatus.QUEUED, group_kind="lesson", group_name=group, by=by)
+            for c in configs]
 
 
 def lesson_status(store, group_name: str) -> dict:

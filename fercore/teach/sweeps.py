@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from fercore.auth import SYSTEM, User
 from fercore.config import ConfigError, RunConfig
 from fercore.errors import SweepError
 from fercore.safeio import write_text_atomic
@@ -144,7 +145,7 @@ def _endpoints(param: Choice | Range) -> list:
 
 # --- starting a sweep -------------------------------------------------------------------------------------
 def start_sweep(store, base: RunConfig, space: dict, method: str = "random", trials: int = 8,
-                name: str | None = None, seed: int | None = None) -> dict:
+                name: str | None = None, seed: int | None = None, by: User | None = None) -> dict:
     """Queue a sweep's runs: the grid (capped at `trials`), `trials` random draws, or Bayes' first batch.
     Draws are seeded (by default with the base config's seed), so the same call queues the same runs."""
     seed = base.seed if seed is None else int(seed)
@@ -153,6 +154,7 @@ def start_sweep(store, base: RunConfig, space: dict, method: str = "random", tri
     if not isinstance(trials, int) or trials < 1:
         raise SweepError(f"A sweep needs at least 1 trial, not {trials!r}.")
     params = parse_space(space, base)
+    store.check_sweep(by, trials)   # the trial count first: before drawing anything
     name = name or f"sweep-{uuid.uuid4().hex[:6]}"
     if not NAME_PATTERN.match(name):
         raise SweepError(f"The sweep name {name!r} may use only letters, digits, '.', '_' and '-' (80 at most).")
@@ -174,7 +176,8 @@ def start_sweep(store, base: RunConfig, space: dict, method: str = "random", tri
         picks = []
         for _ in range(min(trials, BAYES_FIRST_BATCH)):
             picks.append(_bayes_pick(store, name, base, params, seed, pending=picks))
-    out["runs"] = [_queue(store, name, base, i, p) for i, p in enumerate(picks, start=1)]
+    store.check_sweep(by, trials, [base.replace(**p) for p in picks])   # each trial's settings
+    out["runs"] = [_queue(store, name, base, i, p, by=by) for i, p in enumerate(picks, start=1)]
     return out
 
 
@@ -190,12 +193,13 @@ def _random_picks(base: RunConfig, params: dict, trials: int, seed: int) -> list
     raise SweepError("Almost every draw from this space gives an invalid run config; narrow the ranges.")
 
 
-def _queue(store, sweep: str, base: RunConfig, i: int, params: dict) -> dict:
+def _queue(store, sweep: str, base: RunConfig, i: int, params: dict, by: User | None = None,
+           owner: str | None = None) -> dict:
     try:
         config = base.replace(**params, name=f"{sweep}-t{i}")
     except ConfigError as e:
         raise SweepError(f"Trial {i} of sweep {sweep} ({_fmt(params)}) is not a valid run: {e}") from None
-    return store.queue_trial(config, sweep, i)
+    return store.queue_trial(config, sweep, i, by=by, owner=owner)
 
 
 def _valid(base: RunConfig, params: dict) -> bool:
@@ -226,7 +230,7 @@ def on_run_finished(store, run: Run) -> list[Run]:
     params = parse_space(spec["space"], base)
     pick = _bayes_pick(store, spec["name"], base, params, spec.get("seed", 0))
     try:
-        return [_queue(store, spec["name"], base, len(runs) + 1, pick)]
+        return [_queue(store, spec["name"], base, len(runs) + 1, pick, by=SYSTEM, owner=runs[0].owner)]
     except TrialExists:   # another worker queued this trial a moment ago
         return []
 

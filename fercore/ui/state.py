@@ -6,7 +6,6 @@ a second tab, a rerun or a second student costs nothing.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import traceback
@@ -129,6 +128,9 @@ def get_dataset(name: str):
     info = store.dataset_info(name)
     if info is not None:
         return _dataset(db_url(), name, info.fingerprint)
+    from fercore.data.lookup import is_synthetic
+    if not is_synthetic(name):   # a path from stored data or a run file: the same check as a typed one
+        name = str(confine_path(name))
     return _unstored(name)
 
 
@@ -159,9 +161,26 @@ def has_gpu() -> bool:
 
 
 # --- import paths typed by users: confined to allowed folders ----------------------------------------------
+def class_settings():
+    """The sign-in mode and its settings (fercore.auth.identity) from .streamlit/secrets.toml: the one place the app
+    reads the secrets (fercore/ui/signin.py draws the forms)."""
+    from fercore.auth import identity
+    secrets = {}
+    for key in ("fer_class", "auth", "instructor_password"):
+        try:
+            value = st.secrets.get(key)
+        except Exception:   # noqa: BLE001 - no secrets file at all: personal mode, the normal case
+            return identity.settings_from({})
+        if value:
+            secrets[key] = value.to_dict() if hasattr(value, "to_dict") else value
+    return identity.settings_from(secrets)
+
+
 def allowed_roots() -> list[Path]:
-    """The working directory, ../shared/datasets when present, and FER_DATA_DIRS (os.pathsep-separated)."""
-    roots = [Path.cwd()]
+    """../shared/datasets when present and FER_DATA_DIRS (os.pathsep-separated); in personal mode the working
+    directory too. A class server never reads its own folder (its secrets, its database) unless it is listed."""
+    from fercore.auth.identity import Mode
+    roots = [Path.cwd()] if class_settings().mode == Mode.PERSONAL else []
     if SHARED_DATASETS.is_dir():
         roots.append(SHARED_DATASETS)
     roots += [Path(p).expanduser() for p in os.environ.get("FER_DATA_DIRS", "").split(os.pathsep) if p.strip()]
@@ -192,23 +211,18 @@ def confine_path(text: str) -> Path:
     return path
 
 
-# --- the optional instructor password (.streamlit/secrets.toml: instructor_password = "...") ----------
-def instructor_password() -> str | None:
-    try:
-        value = st.secrets.get("instructor_password")
-    except Exception:   # noqa: BLE001 - no secrets file at all is the normal case
-        return None
-    return str(value) if value else None
-
-
-def may_manage_runs() -> bool:
-    """Deleting and cancelling runs: open to all unless an instructor password is set and not entered."""
-    expected = instructor_password()
-    if expected is None:
-        return True
-    given = st.session_state.get("instructor_password_given", "")
-    return hmac.compare_digest(str(given).encode(), expected.encode())
-
-
-LOCKED_NOTE = ("Deleting and cancelling runs is reserved to the instructor: enter the password in the sidebar's "
-               "Instructor section.")
+def database_problem(e: Exception) -> str:
+    """The sentence for a database that could not be opened, never with the URL's password (the message of a
+    malformed URL quotes the URL whole)."""
+    from fercore.store import redact_url
+    raw, shown = db_url(), redact_url(db_url())
+    reason = f"{type(e).__name__}: {e}".replace(raw, shown)
+    if "://" in raw:
+        from sqlalchemy.engine import make_url
+        try:
+            password = make_url(raw).password
+        except Exception:   # noqa: BLE001 - unparseable: the replace above took the whole URL out
+            password = None
+        if password:
+            reason = reason.replace(str(password), "***")
+    return f"The run database {shown} could not be opened ({reason}). Check FER_DB_URL or the file's permissions."

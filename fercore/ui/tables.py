@@ -12,17 +12,28 @@ __all__ = ["config_diff_frame", "per_class_frame"]   # the Compare page's tables
 # "accuracy" is the accuracy of a run (Run.accuracy: its chosen checkpoint with its TTA, on test where the run has
 # one, else on val), the one number every table, chip and title shows, and "scored on" says which split it is;
 # "test acc" and "val acc" are both final evaluations; the per-epoch best/last val accuracy are without TTA.
-RUN_COLUMNS = ["id", "name", "status", "dataset", "arch", "transfer", "classes", "accuracy", "scored on", "test acc",
-               "val acc", "best val acc", "last val acc", "min val loss", "epochs", "duration (s)", "device", "group",
-               "created"]
+RUN_COLUMNS = ["id", "name", "status", "owner", "dataset", "arch", "transfer", "classes", "accuracy", "scored on",
+               "test acc", "val acc", "best val acc", "last val acc", "min val loss", "epochs", "duration (s)",
+               "device",
+               "group", "created"]
 
 
-def runs_frame(runs: list[Run]) -> pd.DataFrame:
+# owners that are not people who signed in
+OWNER_NAMES = {"local": "you", "cli": "command line", "system": "FER Lab", "instructor": "instructor"}
+
+
+def owner_name(owner: str, names: dict | None = None) -> str:
+    return (names or {}).get(owner) or OWNER_NAMES.get(owner, owner)
+
+
+def runs_frame(runs: list[Run], owners: dict | None = None) -> pd.DataFrame:
+    """`owners`: user id -> display name (RunStore.user_names())."""
     rows = []
     for r in runs:
         cfg, s = r.config, r.summary
         rows.append({
-            "id": r.id, "name": r.name, "status": str(r.status), "dataset": r.dataset or cfg.data,
+            "id": r.id, "name": r.name, "owner": owner_name(r.owner, owners), "status": str(r.status),
+            "dataset": r.dataset or cfg.data,
             "arch": cfg.arch, "transfer": cfg.transfer, "classes": ", ".join(cfg.classes) or "all",
             "accuracy": r.accuracy, "scored on": r.accuracy_split or "", "test acc": r.test_accuracy,
             "val acc": r.val_accuracy,

@@ -21,7 +21,7 @@ from fercore.models.weights import (
     missing_weights,
     weights_table,
 )
-from fercore.ui import state
+from fercore.ui import signin, state
 
 NOTE = "_weights_note-"   # + key: a success message that survives the rerun after a fetch or an import
 
@@ -36,6 +36,9 @@ def weights_panel() -> None:
     st.caption(f"Transfer modes head, frozen and unfrozen start from these files in {checkpoints_dir()}; "
                "training reads them there and never downloads.")
     missing = [r["arch"] for r in rows if not r["present"]]
+    if not signin.user().is_instructor:   # weights are shared by the whole machine (fercore refuses students too)
+        st.caption("Fetching and importing weights is for the instructor.")
+        return
     if missing:
         picked = st.multiselect("Architectures to download", missing, default=missing, key="weights_fetch_pick")
         fetch_button(picked, "panel", "Fetch from download.pytorch.org")
@@ -49,7 +52,8 @@ def missing_weights_notice(configs: list[RunConfig], key: str, subject: str = "T
     missing = missing_weights(configs)
     if missing:
         st.warning(missing_sentence(missing, subject))
-        fetch_button(missing, key, "Fetch them now (needs internet)")
+        if signin.user().is_instructor:
+            fetch_button(missing, key, "Fetch them now (needs internet)")
     return bool(missing)
 
 
@@ -88,14 +92,14 @@ def import_widgets() -> None:
         reports = []
         for upload in uploads:
             with state.shown_errors(f"Importing {upload.name}"):
-                reports.append(import_upload(upload.name, upload.getvalue()))
+                reports.append(import_upload(upload.name, upload.getvalue(), by=signin.user()))
         note_imports(reports)
     a, b = st.columns([4, 1], vertical_alignment="bottom")
     path = a.text_input("Or a file, folder or .zip on this server (for files larger than the upload limit)",
                         key="weights_path", placeholder="/media/usb/checkpoints")
     if b.button("Import from the path", key="weights-import-path", disabled=not path.strip()):
         with state.shown_errors("Importing the weights"):
-            note_imports([import_weights(state.confine_path(path))])
+            note_imports([import_weights(state.confine_path(path), by=signin.user())])
 
 
 def note_imports(reports: list[ImportReport]) -> None:
