@@ -283,14 +283,20 @@ def test_resume_refuses_a_dataset_whose_images_changed_with_a_sentence(db, monke
     monkeypatch.setattr(execute.StoreRecorder, "on_batch", lambda self, progress: progress["epoch"] > 1)
     assert execute_run(store, rid, device="cpu").status == RunStatus.CANCELLED
     monkeypatch.undo()
-    store.add_dataset(load_source("synthetic:140:7"), "faces")   # re-imported under the same name: other images
+    # re-imported under the same name: other images, a new version; the run's own version stays, so it resumes on it
+    store.add_dataset(load_source("synthetic:140:7"), "faces")
+    old = [d for d in store.list_datasets(versions=True) if d.name != "faces"]
+    assert len(old) == 1 and old[0].fingerprint == store.get_run(rid).dataset_fingerprint
+    assert store.dataset_info("faces", fingerprint=old[0].fingerprint).fingerprint == old[0].fingerprint
+    store.delete_dataset(old[0].name)   # ... until the version it trained on is gone
     assert main(["runs", "resume", "moved", "--db", db, "--no-worker", "--json"]) == 2
     said = json.loads(capsys.readouterr().out)["error"]
     assert "cannot resume" in said and "'faces'" in said and "has changed" in said and "Traceback" not in said
     store.set_status(rid, RunStatus.QUEUED)   # queued anyway (an older version, a script): the worker refuses
     store.claim_next_run(store.register_worker(os.getpid(), "cpu"), "cpu")
     run = execute_run(store, rid, device="cpu")
-    assert run.status == RunStatus.FAILED and "cannot resume" in run.error and len(store.epochs(rid)) == 1
+    assert run.status == RunStatus.FAILED and "changed since this run started" in run.error
+    assert len(store.epochs(rid)) == 1
 
 
 # --- one artifact folder per database ----------------------------------------------------------------------
