@@ -16,7 +16,8 @@ from browserkit import open_offline
 
 from fercore.store.entities import RunStatus
 
-HOSTILE = '<img src=x onerror="alert(1)">&amp;'
+HOSTILE = '<img src=x onerror="alert(1)">&amp;'   # names are validated now; a database from before keeps such names
+SPICY = "lr 0.01: flip_off-v2.b"   # every character a run name may use
 
 
 # --- runs made by hand (no training): the fast tests -----------------------------------------------------------
@@ -24,8 +25,9 @@ def made_up_run(store, name: str, lr: float, acc: float, seed: int, classes=("an
     """A finished run with curves, gradient norms and a test evaluation right on about `acc` of 60 images."""
     from fercore.config import RunConfig
     from fercore.metrics import evaluation_record
-    cfg = RunConfig(data="synthetic:420", classes=tuple(classes), epochs=3, lr=lr, name=name)
+    cfg = RunConfig(data="synthetic:420", classes=tuple(classes), epochs=3, lr=lr, name=f"run-{seed}")
     run = store.create_run(cfg, status=RunStatus.RUNNING, classes=classes)
+    store.update_run(run.id, name=name, config=cfg.replace(name=name))   # as an older database may hold it
     for e in range(1, 4):
         store.add_epoch(run.id, {"epoch": e, "train_loss": 1.2 - 0.2 * e, "train_acc": acc - 0.1 + 0.05 * e,
                                  "val_loss": 1.3 - 0.1 * e, "val_acc": acc - 0.12 + 0.04 * e, "lr": lr, "seconds": 1.0,
@@ -177,13 +179,13 @@ def lab(tmp_path_factory):
     assert main(["data", "import", str(faces), "--name", "faces", "--dedupe", "--db", db]) == 0
     assert main(["train", "--data", "faces", "--epochs", "1", "--lr", "0.003", "--name", "plain", *TINY_FLAGS,
                  "--db", db]) == 0
-    assert main(["train", "--data", "faces", "--epochs", "2", "--lr", "0.01", "--hflip", "0", "--name", HOSTILE,
+    assert main(["train", "--data", "faces", "--epochs", "2", "--lr", "0.01", "--hflip", "0", "--name", SPICY,
                  *TINY_FLAGS, "--db", db]) == 0
     store = RunStore(db)
     lesson = start_lesson(store, "learning_rate", data="synthetic:420", epochs=1, fraction=0.5)
     run_worker(store, once=True, device="cpu", threads=1)
     assert all(store.get_run(r.id).status == RunStatus.FINISHED for r in lesson)
-    runs = [store.get_run(n) for n in ("plain", HOSTILE)]
+    runs = [store.get_run(n) for n in ("plain", SPICY)]
     return {"db": db, "root": root, "runs": runs, "group": lesson[0].group_name, "faces": faces}
 
 
