@@ -6,7 +6,7 @@ import streamlit as st
 
 from fercore import fmt
 from fercore.store.entities import RunStatus
-from fercore.ui import classify, figures, state
+from fercore.ui import classify, figures, live, state
 
 state.require_app(__file__)
 st.title("What does the model see?")
@@ -22,9 +22,7 @@ left, right = st.columns([3, 2])
 with left:
     upload = st.file_uploader("Upload a photo with one or more faces", type=["jpg", "jpeg", "png", "webp"],
                               key="classify_upload")
-    if st.toggle("Use the webcam instead", key="classify_use_camera"):
-        shot = st.camera_input("Take a photo", key="classify_camera")
-        upload = shot or upload
+    camera = st.container() if st.toggle("Use the webcam instead", key="classify_use_camera") else None
 with right:
     if not finished:
         st.warning("No trained model yet. Train one on the Train page (the synthetic demo set trains in a minute "
@@ -44,6 +42,9 @@ with right:
                                "averaged from a black image to this one. Grad-CAM: where the last conv layer "
                                "looks. Occlusion: how much the score drops when a patch is hidden.")
 
+if camera is not None:   # live video with the first model picked; a frozen frame or a snapshot comes back as a photo
+    with camera:
+        upload = live.webcam([by_id[i] for i in chosen]) or upload
 if upload is None:
     st.info("Upload a photo (JPEG, PNG or WebP) or switch on the webcam. Faces are found automatically; "
             "a tight face crop works too.")
