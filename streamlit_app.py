@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore.ui import state
+from fercore.ui import state, warmup
 
 st.set_page_config(page_title="FER Lab", page_icon=":material/sentiment_satisfied:", layout="wide")
 
@@ -32,6 +32,7 @@ def queue_status() -> None:
             worker.ensure_worker(store)
         ws = worker.worker_status(store)
         st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
+    st.caption(f"Training device: {warmup.training_device_label()}")   # here: it updates once torch is in
 
 
 @st.fragment(run_every=5)
@@ -53,7 +54,6 @@ def workers() -> None:
 def sidebar() -> None:
     store = state.get_store()
     st.markdown("### FER Lab")
-    st.caption(f"Training device: {state.training_device()}")
     queue_status()
     with st.expander("Instructor", icon=":material/admin_panel_settings:"):
         st.caption(f"Database: `{store.db_path}`")
@@ -78,4 +78,7 @@ except Exception as e:   # noqa: BLE001 - a wrong FER_DB_URL or an unreadable fi
     st.stop()
 with st.sidebar:
     sidebar()
-nav.run()
+try:
+    nav.run()
+finally:   # once the first page of a fresh server has run, the rest warms up behind it (fercore/ui/warmup.py)
+    warmup.start()

@@ -112,8 +112,10 @@ def live_caption(page) -> str:
     return page.locator("[data-testid=stCaptionContainer]").filter(has_text="frames/s processed").inner_text()
 
 
-def fps_on_page(page) -> float:
-    return float(re.search(r"([\d.]+) frames/s processed", live_caption(page)).group(1))
+def fps_on_page(page) -> tuple[float, int]:
+    """The processed frame rate the page shows, and the frames processed so far."""
+    found = re.search(r"([\d.]+) frames/s processed \((\d+) so far", live_caption(page))
+    return float(found.group(1)), int(found.group(2))
 
 
 @pytest.mark.slow
@@ -144,7 +146,7 @@ def test_live_video_in_chromium_boxes_faces_updates_the_chart_and_freezes_into_t
             for _ in range(12):   # the chart is redrawn as the clip's faces change
                 titles.add(page.locator("[data-testid=stPlotlyChart]").filter(has_text="largest face").inner_text())
                 page.wait_for_timeout(500)
-            fps = fps_on_page(page)
+            fps, processed = fps_on_page(page)
             caption = live_caption(page)
             page.get_by_role("button", name="Freeze").click()
             page.get_by_text("Face 1", exact=True).wait_for()
@@ -154,7 +156,7 @@ def test_live_video_in_chromium_boxes_faces_updates_the_chart_and_freezes_into_t
         assert pixels and pixels["width"] == 640 and pixels["height"] == 480
         assert pixels["coloured"] > 200, "boxes and labels drawn on the grey clip"
         assert "1 face(s) in view" in caption and "model starter" in caption
-        assert fps > 0, "frames are processed (the frame rate itself is a benchmark figure: tests/bench_browser.py)"
+        assert processed >= 3 and fps >= 0, "frames processed (the rate is a benchmark figure: bench_browser.py)"
         assert len(titles) >= 2, "the chart was redrawn"
         assert "Traceback" not in text and "Clear the frozen frame" in text
     finally:

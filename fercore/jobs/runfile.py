@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from fercore.errors import RunFileError
-from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint
 from fercore.safeio import atomic_path
 from fercore.store.entities import Run, RunStatus
 
@@ -25,6 +24,7 @@ def export_run(store, run, out_path: Path) -> Path:
     info = store.get_run(run, epochs=True)
     if info.status != RunStatus.FINISHED or not info.checkpoint:
         raise RunFileError(f"Run {info.name!r} has no trained weights to export (status {info.status}).")
+    from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint  # torch: only when needed
     content = read_run_file(Path(info.checkpoint))
     evals = {s: store.evaluation(info.id, s, full=True) for s in ("val", "test")}
     keep = ("name", "status", "dataset", "dataset_fingerprint", "classes", "created_at", "started_at", "finished_at",
@@ -46,6 +46,7 @@ def export_run(store, run, out_path: Path) -> Path:
 def import_run(store, path: Path, name: str | None = None) -> dict:
     """Add a shared run to the store. All or nothing: a file that fails anywhere (weights that do not fit,
     a damaged record) leaves no run behind, neither a half one nor one stuck in `running`."""
+    from fercore.models.checkpoint import load_model, save_checkpoint  # torch: not for a server's first page
     model, content = load_model(Path(path))   # the weights are checked before the store is touched
     rec, config = content["record"], content["config"]
     name = name or rec.get("name") or Path(path).stem
