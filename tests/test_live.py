@@ -9,7 +9,17 @@ import time
 
 import numpy as np
 import pytest
-from browserkit import CHROMIUM_ARGS, camera_clip, chromium_or_skip, face_photo, free_port, start_app, stop
+from browserkit import (
+    CHROMIUM_ARGS,
+    REPO,
+    camera_clip,
+    chromium_or_skip,
+    face_photo,
+    free_port,
+    start_app,
+    stop,
+    wait_fully_drawn,
+)
 from PIL import Image
 
 from fercore.ui import live
@@ -103,6 +113,8 @@ VIDEO_PIXELS_JS = """() => { const v = document.querySelector('video');
 def start_live(page, base: str):
     """Open Classify, switch the webcam on and start the live video; returns the component's frame."""
     page.goto(f"{base}/")
+    page.get_by_text("What does the model see?").wait_for()
+    wait_fully_drawn(page)
     page.get_by_text("Use the webcam instead").click()
     page.frame_locator("iframe[title*=webrtc]").get_by_role("button", name="Start the live video").click()
     return next(f for f in page.frames if "webrtc" in f.url)
@@ -161,3 +173,62 @@ def test_live_video_in_chromium_boxes_faces_updates_the_chart_and_freezes_into_t
         assert "Traceback" not in text and "Clear the frozen frame" in text
     finally:
         stop(server)
+
+
+# --- the page's webcam part under AppTest --------------------------------------------------------------------
+@pytest.fixture
+def classify_with_webcam(db, monkeypatch):
+    """Classify with the webcam switched on, over a database holding the starter."""
+    from streamlit.testing.v1 import AppTest
+
+    from fercore.jobs.runfile import ensure_starter
+    from fercore.store import RunStore
+    ensure_starter(RunStore(db))
+    monkeypatch.setenv("FER_DB_URL", db)
+    monkeypatch.setenv("FER_AUTOSTART_WORKER", "0")
+
+    def open_(**state):
+        at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+        at.session_state["classify_use_camera"] = True
+        for k, v in state.items():
+            at.session_state[k] = v
+        return at.run()
+    return open_
+
+
+def test_a_frozen_frame_goes_to_the_full_classify_view(classify_with_webcam, tmp_path, monkeypatch):
+    import types
+
+    import streamlit_webrtc
+    stopped = types.SimpleNamespace(state=types.SimpleNamespace(playing=False, signalling=False))
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **kw: stopped)   # AppTest has no WebRTC
+    frame = (tmp_path / "f.jpg")
+    face_photo(frame)
+    at = classify_with_webcam(**{live.FROZEN: frame.read_bytes()})
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.segmented_control(key=live.MODE).options == [live.LIVE, live.SNAPSHOT]
+    assert "Face 1" in [h.value for h in at.subheader], "faces, bars and explanations of the frozen frame"
+    assert any(b.label == "Clear the frozen frame" for b in at.button)
+
+
+def test_without_streamlit_webrtc_the_snapshot_camera_is_offered_with_the_reason(classify_with_webcam, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "streamlit_webrtc", None)   # import fails as if not installed
+    at = classify_with_webcam()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.segmented_control(key=live.MODE).options == [live.SNAPSHOT]
+    assert any("needs the streamlit-webrtc package" in c.value for c in at.caption)
+    assert at.get("camera_input"), "the snapshot camera"
+
+
+def test_a_connection_that_never_played_falls_back_to_the_snapshot_camera(classify_with_webcam, monkeypatch):
+    import types
+
+    import streamlit_webrtc
+    stopped = types.SimpleNamespace(state=types.SimpleNamespace(playing=False, signalling=False))
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **kw: stopped)
+    at = classify_with_webcam(**{live.SIGNALLING_SINCE: time.monotonic() - 60})   # asked, and now stopped
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.segmented_control(key=live.MODE).value == live.SNAPSHOT
+    assert any("could not open a live video connection" in c.value for c in at.caption)
+    assert at.get("camera_input")

@@ -15,15 +15,18 @@ snapshot camera (st.camera_input) is offered instead, with the reason.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import threading
 import time
+import traceback
 from collections import deque
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
+log = logging.getLogger("fercore.ui")
 LIVE_DETECT_SIDE = 320    # frames are searched for faces at this size: a webcam face is large, and it is 4x cheaper
 MAX_FPS = 15.0            # at most this many frames a second per session, so one class shares the CPU
 SMOOTHING_S = 0.4         # time constant of the bar chart's moving average (seconds)
@@ -199,7 +202,15 @@ def webcam(runs: list) -> io.BytesIO | None:
         st.caption("Pick a model to classify the live video.")
         return None
     from fercore.ui import state
-    return _live(runs[0], state.get_predictor(runs[0]))
+    predictor = state.get_predictor(runs[0])
+    try:
+        return _live(runs[0], predictor)
+    except Exception as e:   # noqa: BLE001 - the live video is optional: the snapshot camera still works
+        from fercore.errors import user_message
+        log.error("the live video could not start:\n%s", traceback.format_exc())
+        st.session_state[FAILED] = f"the live video could not start here ({user_message(e)})"
+        st.session_state[SWITCH] = True
+        st.rerun()
 
 
 def _live(run, predictor) -> io.BytesIO | None:
