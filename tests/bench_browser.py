@@ -17,8 +17,9 @@ page fully drawn (no script running, no stale element, every Plotly chart drawn;
   live_fps           frames processed per second in the live view, 640x480, the starter         goal >= 10
                      (Chromium's fake camera playing a clip of FER2013 faces; read from the page)
 
-Each row is printed with its goal, and the machine's load average before and after, so a run on a busy machine
-says so.
+Each row is printed with its goal, the median CPU seconds the server process and the browser spent on one action
+(from /proc: on a loaded machine the wall-clock figures grow, these do not much), and the machine's load average
+before and after, so a run on a busy machine says so.
 """
 from __future__ import annotations
 
@@ -68,11 +69,45 @@ def existing_pair(db: Path) -> list[int]:
     return sorted(r.id for r in RunStore(str(db)).list_runs() if r.name.startswith("lr-"))[:2]
 
 
+CPU_OF: dict[str, list[float]] = {}   # row -> median (server, browser) CPU seconds of its actions
+SERVER_PID = [0]   # the Streamlit server's process, once started
+CPU_LOG: list[tuple[float, float]] = []   # (server, browser) CPU seconds of each timed action
+
+
 def timed(action, done) -> float:
+    """Seconds from the action to `done`; the CPU seconds the server and the browser spent meanwhile go to CPU_LOG
+    (they say where the time goes on a machine whose load makes the wall-clock figures long)."""
+    server0, browser0 = cpu_seconds()
     t0 = time.perf_counter()
     action()
     done()
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    server1, browser1 = cpu_seconds()
+    CPU_LOG.append((server1 - server0, browser1 - browser0))
+    return seconds
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by the server and by this benchmark's chromium processes (from /proc; 0 elsewhere)."""
+    parents, used = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def under(pid: int, root: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+    server = sum(t for pid, t in used.items() if under(pid, SERVER_PID[0]))
+    browser = sum(t for pid, t in used.items() if under(pid, os.getpid()) and not under(pid, SERVER_PID[0])
+                  and pid != os.getpid())
+    return server, browser
 
 
 def compare_drawn(page) -> None:
@@ -186,13 +221,16 @@ def summary(name: str, xs: list[float]) -> dict:
 
 def measure(rows: dict, name: str, run):
     """One row: its timings (printed as they come), or None and the reason when it could not be measured."""
+    first = len(CPU_LOG)
     try:
         out = run()
     except Exception as e:   # noqa: BLE001 - one row that fails must not lose the others
         print(f"{name}: not measured ({type(e).__name__}: {str(e).splitlines()[0]})", flush=True)
         return None
+    if len(CPU_LOG) > first:
+        CPU_OF[name] = [statistics.median(x[k] for x in CPU_LOG[first:]) for k in (0, 1)]
     rows[name] = out
-    print(f"{name}: {out}  ({load()})", flush=True)
+    print(f"{name}: {[round(x, 2) for x in (out[0] if name == 'live_fps' else out)]}  ({load()})", flush=True)
     return out
 
 
@@ -219,6 +257,7 @@ def main(argv=None) -> dict:
         before, caption = load(), ""
         port = free_port()
         server = start_app(db, port)
+        SERVER_PID[0] = server.pid
         base = f"http://127.0.0.1:{port}"
         try:
             with sync_playwright() as p:
@@ -230,9 +269,12 @@ def main(argv=None) -> dict:
                 rows = {}
                 measure(rows, "first_page", lambda: [bench_first_page(page, base)])
                 time.sleep(args.settle)
+                at = len(CPU_LOG)
                 uploads = measure(rows, "upload_first", lambda: bench_upload(page, base, photos))
                 if uploads:
                     rows["upload_first"], rows["upload"] = uploads[:1], uploads[1:]
+                    CPU_OF["upload_first"], CPU_OF["upload"] = list(CPU_LOG[at]), [
+                        statistics.median(x[k] for x in CPU_LOG[at + 1:at + len(uploads)]) for k in (0, 1)]
                     measure(rows, "method", lambda: bench_method(page, args.repeat))
                 measure(rows, "compare_fresh_tab",
                         lambda: bench_compare_fresh_tab(browser, base, ids, args.repeat + 1)[1:])
@@ -249,8 +291,11 @@ def main(argv=None) -> dict:
     for name in rows:
         s = out[name]
         unit, sign = ("fps", ">=") if name in AT_LEAST else ("s", "<=")
+        cpu = CPU_OF.get(name)
+        s["cpu_s"] = {"server": round(cpu[0], 3), "browser": round(cpu[1], 3)} if cpu else None
         print(f"{name:18s} median {s['median']:6.2f} {unit:3s} worst {s['worst']:6.2f}  goal {sign} {s['goal']} "
-              f"{'met' if s['meets_goal'] else 'NOT met'}  ({s['n']} timings)")
+              f"{'met' if s['meets_goal'] else 'NOT met'}  ({s['n']} timings)"
+              + (f"  CPU: server {cpu[0]:.2f} s, browser {cpu[1]:.2f} s" if cpu else ""))
     print(f"live view: {caption}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

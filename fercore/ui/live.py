@@ -93,6 +93,7 @@ class LiveFeed:
             self.done.append(now)
             while self.done and now - self.done[0] > FPS_WINDOW_S:
                 self.done.popleft()
+            self.error = None
             if probs is None or predictor is not self.predictor:
                 return
             largest = max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
@@ -197,7 +198,7 @@ def webcam(runs: list) -> io.BytesIO | None:
         if problem:
             st.caption(f"The snapshot camera instead of live video: {problem}")
         shot = st.camera_input("Take a photo", key="classify_camera")
-        return io.BytesIO(shot.getvalue()) if shot else None
+        return as_upload(shot.getvalue(), "snapshot.jpg") if shot else None
     if not runs:
         st.caption("Pick a model to classify the live video.")
         return None
@@ -235,8 +236,15 @@ def _live(run, predictor) -> io.BytesIO | None:
         if st.button("Clear the frozen frame", key="live_unfreeze"):
             st.session_state.pop(FROZEN, None)
             st.rerun()
-        return io.BytesIO(frozen)
+        return as_upload(frozen, "live-frame.jpg")
     return None
+
+
+def as_upload(data: bytes, name: str) -> io.BytesIO:
+    """A frame or a snapshot shaped like an uploaded file (getvalue() and a name), for the page's photo path."""
+    upload = io.BytesIO(data)
+    upload.name = name
+    return upload
 
 
 def _watch_connection(state) -> None:
