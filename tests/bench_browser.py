@@ -159,9 +159,13 @@ def bench_live(browser, base: str, seconds: float) -> tuple[list[float], str]:
     from test_live import fps_on_page, live_caption, start_live
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(120_000)
-    start_live(page, base)
-    page.wait_for_function("() => /[1-9]\\d* so far/.test(document.body.innerText)")
+    page.set_default_timeout(300_000)
+    try:
+        start_live(page, base)
+        page.wait_for_function("() => /[1-9]\\d* so far/.test(document.body.innerText)")
+    except Exception:
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench_live_failure.png"))
+        raise
     page.wait_for_timeout(3000)   # the connection's first seconds (the encoder's start) are not the steady rate
     rates = []
     for _ in range(int(seconds)):

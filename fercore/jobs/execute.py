@@ -18,8 +18,7 @@ import torch
 
 from fercore.data import resolve
 from fercore.errors import is_user_error, user_message
-from fercore.jobs.runfile import probs_to_file
-from fercore.models.checkpoint import save_checkpoint
+from fercore.jobs.runfile import probs_to_file, save_checkpoint
 from fercore.safeio import atomic_path
 from fercore.store import Run, RunStatus, RunStore
 from fercore.train import Cancelled, Recorder, device_name, fit, pick_device

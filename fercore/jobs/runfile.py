@@ -16,6 +16,16 @@ from fercore.safeio import atomic_path
 from fercore.store.entities import Run, RunStatus
 
 STARTER_FILE = Path(__file__).resolve().parents[2] / "models" / "starter.fer.pt"
+CHECKPOINT_NAMES = ("load_model", "read_run_file", "save_checkpoint")
+
+
+def __getattr__(name: str):
+    """The checkpoint functions, re-exported on first use: importing this module (to open the store and register
+    the starter) must not import torch, so that a server's first page does not wait for it."""
+    if name in CHECKPOINT_NAMES:
+        from fercore.models import checkpoint
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
