@@ -4,5 +4,8 @@ builders, table builders and small formatting helpers. Pages stay thin views ove
     state    cached store/predictors/datasets, allowed import folders, the instructor lock
     figures  plotly figures (pure functions of plain data, testable without Streamlit)
     tables   pandas frames of runs and comparisons
+    cached   the Compare page's figures, cached per process by the runs' fingerprints
+    live     the Classify page's live webcam (streamlit-webrtc), with its snapshot fallback
+    warmup   the background warm-up of a fresh server
     fmt      numbers, durations and names as people read them
 """
