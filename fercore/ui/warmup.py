@@ -108,11 +108,12 @@ def _detectors(url: str) -> None:
 
 
 def _webrtc(url: str) -> None:
-    from fercore.ui import live
-    if live.webrtc_problem() is None:
+    """aiortc and av, the heavy part of the live video. Not streamlit_webrtc itself: it declares its component when
+    imported, and declared from this thread the browser never got the component (measured in bench_browser)."""
+    import importlib.util
+    if importlib.util.find_spec("aiortc") and importlib.util.find_spec("av"):
         import aiortc  # noqa: F401
         import av  # noqa: F401
-        import streamlit_webrtc  # noqa: F401
 
 
 STEPS = [("torch", _torch), ("training device", _device), ("figures", _figures), ("starter model", _starter),
