@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from fercore.auth import Action, may
-from fercore.ui import signin, state
+from fercore.ui import signin, state, warmup
 
 st.set_page_config(page_title="FER Lab", page_icon=":material/sentiment_satisfied:", layout="wide")
 
@@ -32,6 +32,7 @@ def queue_status() -> None:
         spawn.ensure_worker(store)   # it decides (FER_AUTOSTART_WORKER) and does nothing when it may not
         ws = liveness.worker_status(store)
         st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
+    st.caption(f"Training device: {warmup.training_device_label()}")   # here: it updates once torch is in
 
 
 @st.fragment(run_every=5)
@@ -53,7 +54,6 @@ def workers() -> None:
 def sidebar(user) -> None:
     st.markdown("### FER Lab")
     signin.sidebar(user)
-    st.caption(f"Training device: {state.training_device()}")
     queue_status()
     if user.is_instructor:
         with st.expander("Instructor", icon=":material/admin_panel_settings:"):
@@ -83,4 +83,7 @@ if wanted:
 open_store_or_stop()
 with st.sidebar:
     sidebar(user)
-nav.run()
+try:
+    nav.run()
+finally:   # once the first page of a fresh server has run, the rest warms up behind it (fercore/ui/warmup.py)
+    warmup.start()

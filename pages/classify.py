@@ -9,7 +9,7 @@ from fercore import figures, fmt
 from fercore.predict import ATTRIBUTION_METHODS as METHODS
 from fercore.predict import METHOD_READING
 from fercore.store.entities import RunStatus
-from fercore.ui import classify, state
+from fercore.ui import classify, live, state
 
 state.require_app(__file__)
 st.title("What does the model see?")
@@ -26,10 +26,7 @@ upload = left.file_uploader("Upload a photo with one or more faces", type=["jpg"
                             key="classify_upload")
 from_camera = False
 with right:
-    if st.toggle("Use the webcam instead", key="classify_use_camera"):
-        shot = st.camera_input("Take a photo", key="classify_camera")
-        from_camera = shot is not None
-        upload = shot or upload
+    camera = st.container() if st.toggle("Use the webcam instead", key="classify_use_camera") else None
 if not finished:
     st.warning("No trained model yet. Train one on the Train page (the synthetic demo set trains in a minute "
                "on a CPU), or import a run file on the Runs page.")
@@ -42,6 +39,11 @@ chosen = st.multiselect("Models (saved runs)", list(by_id), key="classify_runs",
                         format_func=lambda i: f"{by_id[i].name} · {fmt.accuracy_label(by_id[i])}",  # 4 labels fit
                         help="Pick several to see them side by side. 'starter' is the model shipped with the lab.")
 st.session_state["_classify_runs"] = chosen
+if camera is not None:   # live video with the first model picked; a frozen frame or a snapshot comes back as a photo
+    with camera:
+        shot = live.webcam([by_id[i] for i in chosen])
+    from_camera = shot is not None
+    upload = shot or upload
 
 photo = classify.keep_photo(upload, from_camera)
 if photo is None:

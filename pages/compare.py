@@ -7,7 +7,7 @@ import streamlit as st
 
 from fercore import figures, fmt
 from fercore.teach.ensemble import ensemble
-from fercore.ui import analysis, state, tables
+from fercore.ui import analysis, cached, state, tables
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
@@ -45,6 +45,7 @@ if len(ids) == 1:
 
 runs = [store.get_run(i, epochs=True) for i in ids]
 labels = {r.id: f"{r.id} · {r.name}" for r in runs}
+by_run = {r.id: r for r in runs}
 
 st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "device", "group"]),
                               tables.ACCURACY_COLUMNS), hide_index=True, placeholder="-",
@@ -57,8 +58,8 @@ smoothing = st.slider("Smoothing", 0.0, 0.9, 0.0, 0.1, help="Exponential moving 
 series = [(labels[r.id], r.epochs) for r in runs if r.epochs]
 if series:
     left, right = st.columns(2)
-    left.plotly_chart(figures.learning_curves(series, "loss", smoothing), key="curves-loss")
-    right.plotly_chart(figures.learning_curves(series, "acc", smoothing), key="curves-acc")
+    left.plotly_chart(cached.learning_curves(runs, labels, "loss", smoothing), key="curves-loss")
+    right.plotly_chart(cached.learning_curves(runs, labels, "acc", smoothing), key="curves-acc")
     st.caption("Dashed: train. Solid: validation. One colour per run.")
 else:
     st.caption("No epochs recorded yet.")
@@ -92,8 +93,8 @@ def confusion_view() -> None:
     cols = st.columns(2)
     for i, r in enumerate(tested):
         ev = evals[r.id]
-        cols[i % 2].plotly_chart(figures.confusion_heatmap(ev.confusion, ev.classes, normal,
-                                                           f"{labels[r.id]}: {fmt.pct(ev.accuracy)} {ev.split}"),
+        cols[i % 2].plotly_chart(cached.confusion_heatmap(r, ev, normal,
+                                                          f"{labels[r.id]}: {fmt.pct(ev.accuracy)} {ev.split}"),
                                  key=f"cm-{r.id}")
     same = [r for r in tested if evals[r.id].classes == evals[tested[0].id].classes]
     if len(same) >= 2:
@@ -101,8 +102,8 @@ def confusion_view() -> None:
         a, b = st.columns(2)
         ra = a.selectbox("A", [r.id for r in same], format_func=labels.get, index=0)
         rb = b.selectbox("B", [r.id for r in same], format_func=labels.get, index=1)
-        st.plotly_chart(figures.confusion_difference(evals[ra].confusion, evals[rb].confusion,
-                                                     evals[ra].classes, f"{labels[rb]} minus {labels[ra]}"),
+        st.plotly_chart(cached.confusion_difference(by_run[ra], evals[ra], by_run[rb], evals[rb],
+                                                    f"{labels[rb]} minus {labels[ra]}"),
                         key="cm-diff")
 
 
@@ -112,7 +113,7 @@ def per_class_view() -> None:
         st.info(NONE_EVALUATED)
         return
     metric = st.radio("Metric", ["f1", "precision", "recall"], horizontal=True)
-    st.plotly_chart(figures.per_class_bars(frame, metric), key="per-class")
+    st.plotly_chart(cached.per_class_bars(tested, split, frame, metric), key="per-class")
     metrics = ("precision", "recall", "f1")
     st.dataframe(tables.as_points(frame, metrics), hide_index=True, column_config=tables.points_columns(metrics))
 
@@ -150,7 +151,7 @@ def gradients_view() -> None:
     cols = st.columns(2)
     shared = figures.gradient_norm_range([r.epochs for r in with_grads])   # one scale: heights compare across runs
     for i, r in enumerate(with_grads):
-        cols[i % 2].plotly_chart(figures.gradient_norms(r.epochs, labels[r.id], shared), key=f"grad-{r.id}")
+        cols[i % 2].plotly_chart(cached.gradient_norms(r, labels[r.id], shared), key=f"grad-{r.id}")
     st.caption("Per-layer weight-gradient norms, first layers light, last layers dark, on one log scale for all "
                "runs. Lines falling towards zero in the first layers mean vanishing gradients; a steep climb means "
                "exploding ones.")

@@ -84,6 +84,30 @@ def face_photo(path: Path, index: int = 0) -> Path:
     return path
 
 
+def camera_clip(path: Path, seconds: float = 4.0, fps: int = 15, size: tuple[int, int] = (640, 480)) -> Path:
+    """A y4m clip for Chromium's fake camera (--use-file-for-fake-video-capture): real FER2013 faces of several
+    classes (synthetic ones without ../shared), one a second, enlarged on a grey background, drifting a little."""
+    import numpy as np
+    classes = ["happy", "surprise", "sad", "angry"]
+    faces = [sorted((SHARED / "train" / c).glob("*.jpg"))[:1] for c in classes] if SHARED.exists() else []
+    if faces and all(faces):
+        gray = [np.asarray(Image.open(f[0]).convert("L")) for f in faces]
+    else:
+        from fercore.data.sources import load_source
+        gray = list(load_source("synthetic:70").images[:4])
+    width, height = size
+    side = height // 2
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(int(seconds * fps)):
+            y = np.full((height, width), 128, np.uint8)
+            face = np.asarray(Image.fromarray(gray[(i // fps) % len(gray)]).resize((side, side), Image.BICUBIC))
+            dx = int(20 * np.sin(i / fps * 2 * np.pi / 3))
+            y[height // 4:height // 4 + side, (width - side) // 2 + dx:(width + side) // 2 + dx] = face
+            out.write(b"FRAME\n" + y.tobytes() + np.full(width * height // 2, 128, np.uint8).tobytes())
+    return path
+
+
 def start_app(db: Path, port: int, **env_changes: str) -> subprocess.Popen:
     """`streamlit run streamlit_app.py` over `db` (no worker unless env_changes allow one); waits for its health
     check."""

@@ -13,11 +13,20 @@ import numpy as np
 
 from fercore.auth import PERSONAL, SYSTEM, Action, User, require, validate_name
 from fercore.errors import RunFileError
-from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint
 from fercore.safeio import atomic_path
 from fercore.store.entities import Run, RunStatus
 
 STARTER_FILE = Path(__file__).resolve().parents[2] / "models" / "starter.fer.pt"
+CHECKPOINT_NAMES = ("load_model", "read_run_file", "save_checkpoint")
+
+
+def __getattr__(name: str):
+    """The checkpoint functions, re-exported on first use: importing this module (to open the store and register
+    the starter) must not import torch, so that a server's first page does not wait for it."""
+    if name in CHECKPOINT_NAMES:
+        from fercore.models import checkpoint
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -26,6 +35,7 @@ def export_run(store, run, out_path: Path) -> Path:
     info = store.get_run(run, epochs=True)
     if info.status != RunStatus.FINISHED or not info.checkpoint:
         raise RunFileError(f"Run {info.name!r} has no trained weights to export (status {info.status}).")
+    from fercore.models.checkpoint import load_model, read_run_file, save_checkpoint  # torch: only when needed
     content = read_run_file(Path(info.checkpoint))
     evals = {s: store.evaluation(info.id, s, full=True) for s in ("val", "test")}
     keep = ("name", "status", "dataset", "dataset_fingerprint", "classes", "created_at", "started_at", "finished_at",
@@ -49,6 +59,7 @@ def import_run(store, path: Path, name: str | None = None, by: User | None = Non
     not fit, a damaged record) leaves no run behind, neither a half one nor one stuck in `running`. The file may
     name a dataset, never a path: a path (which the Compare page would otherwise open) is refused."""
     require(by or PERSONAL, Action.IMPORT_RUN)
+    from fercore.models.checkpoint import load_model, save_checkpoint  # torch: not for a server's first page
     model, content = load_model(Path(path))   # the weights are checked before the store is touched
     rec, config = content["record"], content["config"]
     _names_no_path(rec.get("dataset"), config.data)
