@@ -207,7 +207,8 @@ def test_a_frozen_frame_goes_to_the_full_classify_view(classify_with_webcam, tmp
     at = classify_with_webcam(**{live.FROZEN: frame.read_bytes()})
     assert not at.exception, [e.value for e in at.exception]
     assert at.segmented_control(key=live.MODE).options == [live.LIVE, live.SNAPSHOT]
-    assert "Face 1" in [h.value for h in at.subheader], "faces, bars and explanations of the frozen frame"
+    assert "**Face 1**" in [m.value for m in at.markdown], "faces, bars and explanations of the frozen frame"
+    assert "Why? Where each model's answer comes from" in [h.value for h in at.subheader]
     assert any(b.label == "Clear the frozen frame" for b in at.button)
 
 

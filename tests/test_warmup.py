@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_the_run_store_opens_without_torch_so_a_first_page_does_not_wait_for_it(db):
     ensure_starter(RunStore(db))
-    code = ("import sys; from fercore.ui import state; from fercore.jobs import worker; s = state.get_store(); "
-            "s.list_runs(); worker.worker_status(s); print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
+    code = ("import sys; from fercore.ui import state; from fercore.jobs import liveness; s = state.get_store(); "
+            "s.list_runs(); liveness.worker_status(s); print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, FER_DB_URL=db, PYTHONPATH=str(REPO)))
     assert out.returncode == 0, out.stderr[-2000:]
