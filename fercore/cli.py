@@ -289,7 +289,8 @@ def cmd_bench(args, store):
                                fraction=args.fraction if args.fraction < 1 else 0.1)
         return res, "\n".join(f"{k}: {v}" for k, v in res.items())
     res = run_benchmark(epochs=args.epochs, batch_size=args.batch_size, data=args.data, device=args.device,
-                        csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction)
+                        csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction,
+                        precision=args.precision)
     return res, "\n".join(f"{k}: {v}" for k, v in res.items())
 
 
@@ -490,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="whose network and augmentation (default: cpu-starter on a CPU, default on a GPU)")
     b.add_argument("--fraction", type=float, default=1.0, help="share of the training images (e.g. 0.25)")
+    b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the lab's precision (auto: bf16 where the device computes it natively, else fp32); the "
+                        "plain reference loop runs in the same one")
     b.add_argument("--parity", action="store_true",
                    help="instead: train the preset's recipe in fp32 and in bf16 and compare val accuracy "
                         "(--epochs, --fraction: 0.1 unless given)")

@@ -3,9 +3,16 @@
 Detection is cached per image (by content), attributions per (run, face, class, method), so changing
 the method or adding a run redoes only what changed. One lock serialises use of the shared cached
 networks: attribution briefly changes a model's flags, and two sessions must not interleave there.
+
+A whole class at once (issue 25): the CPU work of a photo (finding faces, scoring, explaining) runs in at most
+WORK_SLOTS photos at a time per process, one per two cores, so that thirty students uploading together wait in
+line and are answered in turn, instead of thirty script threads slowing each other down until none finishes.
+Networks and face detectors are loaded once per process (state._predictor, fercore.predict.faces' pool),
+never per session.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +22,7 @@ import streamlit as st
 from PIL import Image
 
 MODEL_LOCK = threading.Lock()
+WORK_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))
 DISPLAY_SIDE = 192      # faces are shown (and explained over) at this size
 MAX_SHOWN_SIDE = 1200   # the boxed photo is reduced to this for display
 
@@ -36,8 +44,9 @@ def detect(image_bytes: bytes) -> Detection:
     from fercore.predict.faces import draw_boxes, find_faces
     from fercore.predict.images import load_image
     t0 = time.perf_counter()
-    img = load_image(image_bytes)
-    found = find_faces(img, size=48)
+    with WORK_SLOTS:
+        img = load_image(image_bytes)
+        found = find_faces(img, size=48)
     seconds = time.perf_counter() - t0
     # no face found: the photo as it is (a numbered box would claim a face); the page says what was scored
     boxed = draw_boxes(img, [] if found.fallback_whole_image else found.boxes)
@@ -49,7 +58,7 @@ def detect(image_bytes: bytes) -> Detection:
 def scores(pred, crops: np.ndarray) -> tuple[np.ndarray, float]:
     """Class probabilities of every face for one run, and the seconds it took."""
     t0 = time.perf_counter()
-    with MODEL_LOCK:
+    with WORK_SLOTS, MODEL_LOCK:
         probs = pred.probs(crops)
     return probs, time.perf_counter() - t0
 
@@ -63,7 +72,7 @@ def explain(run_id: int, checkpoint: str, crop: np.ndarray, target: int,
     from fercore.ui import state
     pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
-    with MODEL_LOCK:
+    with WORK_SLOTS, MODEL_LOCK:
         heat, note = explain_face(pred, crop, target, method, side=DISPLAY_SIDE)
     return heat, note, time.perf_counter() - t0
 

@@ -142,6 +142,29 @@ def autostart_worker() -> bool:
     return os.environ.get("FER_AUTOSTART_WORKER", "1") != "0"
 
 
+# Every open tab reruns the sidebar's queue and worker sections this often (st.fragment(run_every=...)); what they show
+# is worked out once per WORKER_SNAPSHOT_TTL_S for the whole process, so a class of idle tabs costs a few cheap
+# cache look-ups, not a database round and a worker check each (issue 25).
+SIDEBAR_REFRESH_S = 10
+WORKER_SNAPSHOT_TTL_S = 2
+
+
+@st.cache_data(ttl=WORKER_SNAPSHOT_TTL_S, show_spinner=False)
+def _worker_snapshot(url: str, autostart: bool) -> dict:
+    from fercore.jobs import worker
+    store = _store(url)
+    worker.reap(store)
+    if autostart:
+        worker.ensure_worker(store)
+    return worker.worker_status(store)
+
+
+def worker_snapshot() -> dict:
+    """The queue and the live workers (`worker.worker_status`), after reaping the runs of dead workers and starting a
+    worker for queued runs (unless FER_AUTOSTART_WORKER=0): at most once every WORKER_SNAPSHOT_TTL_S per process."""
+    return _worker_snapshot(db_url(), autostart_worker())
+
+
 @st.cache_resource(show_spinner=False)
 def training_device() -> str:
     import torch
