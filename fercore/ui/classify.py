@@ -56,7 +56,15 @@ def detect(image_bytes: bytes) -> Detection:
 
 
 def scores(pred, crops: np.ndarray) -> tuple[np.ndarray, float]:
-    """Class probabilities of every face for one run, and the seconds it took."""
+    """Class probabilities of every face for one run, and the seconds they took (cached: a rerun of the page, e.g.
+    for another explanation method, does not score the same faces again)."""
+    return _scores(int(pred.run.id), str(pred.run.checkpoint), crops)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _scores(run_id: int, checkpoint: str, crops: np.ndarray) -> tuple[np.ndarray, float]:
+    from fercore.ui import state
+    pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
     with WORK_SLOTS, MODEL_LOCK:
         probs = pred.probs(crops)
