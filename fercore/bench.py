@@ -243,6 +243,53 @@ def run_benchmark(epochs: int = 2, batch_size: int = 128, data: str | None = Non
     return out
 
 
+class _ProfileTrainingSteps(Recorder):
+    """torch.profiler over the lab's training steps of one epoch: on from fit's start to the epoch's last batch."""
+
+    def __init__(self, profiler):
+        self.profiler = profiler
+
+    def on_start(self, info: dict) -> None:
+        self.profiler.start()
+
+    def on_batch(self, progress: dict) -> bool:
+        if progress["batch"] == progress["batches"]:
+            self.profiler.stop()
+        return False
+
+
+def profile_loops(preset: str | None = None, data: str | None = None, device: str | None = None,
+                  fraction: float = 0.05, quick: bool = False, precision: str = "auto", rows: int = 12) -> dict:
+    """Where a training step's time goes: torch.profiler over one epoch of the lab's loop and of the plain loop in the
+    same precision and layout (channels_last), as the ops with the most self CPU time, and the ops where the lab
+    spends more than the plain loop (what its extra work costs: augmentation, statistics, the optimiser)."""
+    from torch.profiler import ProfilerActivity, profile
+    dev = pick_device(device)
+    ds = bench_dataset(data, quick)
+    config = bench_config(preset, dev, 128, 1, 1.0 if quick else fraction, quick)
+    from fercore.data.dataset import prepare_for_run
+    x, y = prepare_for_run(ds, config).arrays("train")
+    amp = uses_amp(config, dev) if precision == "auto" else precision == "bf16"
+    plain = plain_loop(config, x, y, len(ds.classes), dev, amp, channels_last=True)
+    plain()   # warm: the kernels both loops share
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    totals = {}
+    lab_prof = profile(activities=activities)
+    fit(config, ds, recorder=_ProfileTrainingSteps(lab_prof), device=dev, bf16=amp)
+    with profile(activities=activities) as plain_prof:
+        plain()
+    for name, prof in (("lab", lab_prof), ("plain", plain_prof)):
+        totals[name] = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+    extra = {k: v - totals["plain"].get(k, 0.0) for k, v in totals["lab"].items()}
+    top = sorted(extra, key=extra.get, reverse=True)[:rows]
+    return {"device": device_name(dev, amp), "train_images": int(len(y)),
+            "self_cpu_ms": {name: round(sum(t.values())) for name, t in totals.items()},
+            "lab_top_ops_ms": {k: round(v, 1) for k, v in sorted(totals["lab"].items(), key=lambda kv: -kv[1])[:rows]},
+            "plain_top_ops_ms": {k: round(v, 1) for k, v in
+                                 sorted(totals["plain"].items(), key=lambda kv: -kv[1])[:rows]},
+            "lab_minus_plain_ms": {k: round(extra[k], 1) for k in top}}
+
+
 def cpu_flags() -> str:
     """The instruction sets that decide the CPU's precision (AVX2, AVX-512, its BF16, AMX), from /proc/cpuinfo."""
     try:

@@ -11,6 +11,7 @@ classify.py); a switch is done when its (fragment or full) run finished with an 
 
     python tests/load_class.py --students 1,10,30      # the table: one fresh class per N on one server
     python tests/load_class.py --students 30 --spread 0 --profile /tmp/server.svg   # all at once, py-spy profile
+    python tests/load_class.py --students 30 --servers 2   # two app processes, students spread as by a sticky proxy
 
 Every figure is measured on the client side from sending the first message to the finished run; the server's CPU
 (seconds, cores used) and memory come from /proc.
@@ -205,10 +206,11 @@ class Student:
 
 
 # --- a class -------------------------------------------------------------------------------------------------
-async def lesson(base: str, photos: list[Path], spread: float, seed: int = 0) -> dict:
-    """Everyone opens the page, then each uploads within `spread` seconds and switches the method once."""
+async def lesson(bases: list[str], photos: list[Path], spread: float, seed: int = 0) -> dict:
+    """Everyone opens the page (student i on server i mod len(bases), as a proxy with sticky sessions spreads them),
+    then each uploads within `spread` seconds and switches the method once."""
     rng = random.Random(seed)
-    students = [Student(base, p) for p in photos]
+    students = [Student(bases[i % len(bases)], p) for i, p in enumerate(photos)]
     opened = await asyncio.gather(*(s.open() for s in students), return_exceptions=True)
     failures = [repr(e) for e in opened if isinstance(e, BaseException)]
 
@@ -254,35 +256,40 @@ def photos_for(n: int, folder: Path, offset: int) -> list[Path]:
 
 
 def run_table(sizes: list[int], spread: float, base: str | None = None, profile: str | None = None,
-              pid: int | None = None) -> list[dict]:
-    """One class per size against one server (started here over a fresh database unless `base` is given)."""
+              pid: int | None = None, servers: int = 1) -> list[dict]:
+    """One class per size against `servers` app processes over one fresh database (or the running server `base`).
+    Several processes share the cores: each gets torch threads = cores / servers."""
     tmp = Path(tempfile.mkdtemp(prefix="fer-load-class-"))
-    proc = None
+    procs, pids, bases = [], [pid] if pid else [], [base] if base else []
     if base is None:
-        port = free_port()
-        proc = start_app(tmp / "runs.db", port)
-        base, pid = f"http://127.0.0.1:{port}", proc.pid
+        threads = str(max(1, (os.cpu_count() or 2) // servers))
+        for _ in range(servers):
+            port = free_port()
+            procs.append(start_app(tmp / "runs.db", port, OMP_NUM_THREADS=threads))
+            bases.append(f"http://127.0.0.1:{port}")
+        pids = [p.pid for p in procs]
     spy = None
     try:
-        warm = asyncio.run(lesson(base, photos_for(1, tmp, 999), spread=0))   # imports, the starter, detectors
-        if warm["failed"]:
-            raise RuntimeError(f"a single student failed: {warm['failures']}")
-        if profile and pid:
-            spy = subprocess.Popen(["py-spy", "record", "-o", profile, "--pid", str(pid), "--rate", "50",
+        for b in bases:   # warm each process: imports, the starter, the face detectors
+            warm = asyncio.run(lesson([b], photos_for(1, tmp, 999), spread=0))
+            if warm["failed"]:
+                raise RuntimeError(f"a single student failed: {warm['failures']}")
+        if profile and pids:
+            spy = subprocess.Popen(["py-spy", "record", "-o", profile, "--pid", str(pids[0]), "--rate", "50",
                                     "--format", "speedscope" if profile.endswith(".json") else "flamegraph"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows, offset = [], 0
         for n in sizes:
             photos = photos_for(n, tmp, offset)
             offset += n
-            cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.perf_counter()
-            row = asyncio.run(lesson(base, photos, spread))
+            cpu0, t0 = sum(map(cpu_seconds, pids)), time.perf_counter()
+            row = asyncio.run(lesson(bases, photos, spread))
             wall = time.perf_counter() - t0
-            if pid:
-                used = cpu_seconds(pid) - cpu0
+            if pids:
+                used = sum(map(cpu_seconds, pids)) - cpu0
                 row.update(server_cpu_s=round(used, 1), server_cores=round(used / wall, 2),
-                           server_rss_mb=round(rss_mb(pid)))
-            row.update(wall_s=round(wall, 1), spread_s=spread, load=os.getloadavg()[0])
+                           server_rss_mb=round(sum(map(rss_mb, pids))))
+            row.update(servers=len(bases), wall_s=round(wall, 1), spread_s=spread, load=round(os.getloadavg()[0], 1))
             rows.append(row)
             print(json.dumps(row), flush=True)
         return rows
@@ -290,15 +297,15 @@ def run_table(sizes: list[int], spread: float, base: str | None = None, profile:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=60)
-        if proc is not None:
+        for proc in procs:
             stop(proc)
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| students | upload -> result median / p95 (s) | method switch median / p95 (s) | page open median (s) "
-           "| failed | server CPU cores used | server RSS (MB) |", "|---|---|---|---|---|---|---|"]
+    out = ["| students | servers | upload -> result median / p95 (s) | method switch median / p95 (s) "
+           "| page open median (s) | failed | server CPU cores used | server RSS (MB) |", "|---" * 8 + "|"]
     for r in rows:
-        out.append(f"| {r['students']} | {r.get('upload_median_s')} / {r.get('upload_p95_s')} | "
+        out.append(f"| {r['students']} | {r['servers']} | {r.get('upload_median_s')} / {r.get('upload_p95_s')} | "
                    f"{r.get('switch_median_s')} / {r.get('switch_p95_s')} | {r.get('open_median_s')} | {r['failed']} | "
                    f"{r.get('server_cores', '-')} | {r.get('server_rss_mb', '-')} |")
     return "\n".join(out)
@@ -311,9 +318,12 @@ def main() -> None:
                     help="students upload at random moments within this many seconds (0: all at once)")
     ap.add_argument("--url", help="a running server instead of a fresh one (its pid with --pid for CPU figures)")
     ap.add_argument("--pid", type=int)
+    ap.add_argument("--servers", type=int, default=1,
+                    help="app processes over one database, students spread over them (a proxy with sticky sessions)")
     ap.add_argument("--profile", help="record the server with py-spy into this file (.svg, or .json: speedscope)")
     args = ap.parse_args()
-    rows = run_table([int(n) for n in args.students.split(",")], args.spread, args.url, args.profile, args.pid)
+    rows = run_table([int(n) for n in args.students.split(",")], args.spread, args.url, args.profile, args.pid,
+                     args.servers)
     print(f"\n{os.uname().nodename}, {os.cpu_count()} cores, load {os.getloadavg()}, cwd {REPO}")
     print(markdown(rows))
 
