@@ -13,7 +13,19 @@ Where the speed comes from (measured by `python -m fercore bench`, which runs th
   408 images/s here), so the loop detects the instruction set and stays fp32 there.
 - No host sync per step: the loss, accuracy, finite-loss flag and gradient norms accumulate in device
   tensors and are read once a second (the progress report) and at the end of the epoch; cudnn.benchmark
-  and fused optimisers on CUDA. torch.compile is a config option (measured no gain on CPU).
+  on CUDA. torch.compile is a config option (measured no gain on CPU).
+- The step, profiled (issue 25: the lab's loop seemed to keep ~3/4 of a plain bf16 loop). Per-op CPU time on one
+  thread, which other processes' load does not distort, on the 2-core AMD EPYC with AVX-512 BF16, starter network,
+  batch 128, bf16: lab 227 images/s, plain in-memory loop in channels_last 226, the same in NCHW 172-178; the lab
+  without its augmentation 225, without its per-layer gradient norms 224. torch.profiler (`fercore bench
+  --profile`): convolutions forward and backward are ~3/4 of a step, batch norm ~9 %, pooling/ReLU/dropout most of
+  the rest; the lab's own extras (grid_sample, erasing, norms, accuracy) ~2-4 %. The gap was the comparison: the
+  benchmark ran the lab first, cold, paying oneDNN's kernel creation, one epoch against a warm loop in NCHW; it now
+  runs the plain loop in the lab's precision in both layouts between the lab's epochs (`plain_same_precision`).
+  The one piece of the lab's own machinery that grew with load was the optimiser: torch's default for-loop AdamW
+  issues ~10 small parallel ops per parameter, each waiting for both threads; on this machine shared with other
+  jobs its best step took 505 ms against 2 ms fused (10.1 vs 3.3 ms on an idle thread), so the optimiser is fused
+  on the CPU as on CUDA, and the per-layer gradient norms are one foreach kernel.
 
 The loop knows nothing of SQL or Streamlit: it reports through a Recorder, and hands the recorder its
 complete state after every epoch (`on_checkpoint`) so that a run can resume where it stopped, with the

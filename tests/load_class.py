@@ -69,6 +69,7 @@ class Student:
         self.idle = asyncio.Event()
         self.file_urls: asyncio.Future | None = None
         self.timings: dict[str, float] = {}
+        self.timers: dict[str, asyncio.Task] = {}   # fragment id -> its auto-rerun timer (one each, as in a browser)
 
     # --- the connection -----------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -91,7 +92,8 @@ class Student:
         return ""
 
     async def close(self) -> None:
-        self.reader.cancel()
+        for task in [self.reader, *self.timers.values()]:
+            task.cancel()
         await self.ws.close()
 
     async def _send(self, msg: BackMsg) -> None:
@@ -116,8 +118,11 @@ class Student:
         elif kind == "file_urls_response" and self.file_urls and not self.file_urls.done():
             self.file_urls.set_result(msg.file_urls_response)
         elif kind == "auto_rerun":
-            asyncio.get_running_loop().create_task(self._auto_rerun(msg.auto_rerun.interval,
-                                                                    msg.auto_rerun.fragment_id))
+            fragment = msg.auto_rerun.fragment_id
+            if fragment in self.timers:
+                self.timers[fragment].cancel()
+            self.timers[fragment] = asyncio.get_running_loop().create_task(
+                self._auto_rerun(msg.auto_rerun.interval, fragment))
 
     def _delta(self, delta) -> None:
         which = delta.WhichOneof("type")
@@ -153,6 +158,8 @@ class Student:
                 self.idle.clear()
                 try:
                     await self._rerun(ClientState(page_name="", fragment_id=fragment_id, is_auto_rerun=True))
+                except websockets.ConnectionClosed:
+                    return
                 finally:
                     self.idle.set()
 
