@@ -76,7 +76,9 @@ class Student:
         t0 = time.perf_counter()
         self.cookie = await asyncio.to_thread(self._xsrf_cookie)
         ws_url = self.base.replace("http", "ws", 1) + "/_stcore/stream"
-        self.ws = await websockets.connect(ws_url, subprotocols=["streamlit"], max_size=None,
+        # no keepalive pings: a busy server may not answer one within websockets' 20 s, and a browser waits longer
+        self.ws = await websockets.connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=120,
+                                           ping_interval=None,
                                            additional_headers={"Cookie": f"{XSRF_COOKIE}={self.cookie}"})
         self.reader = asyncio.create_task(self._read())
         await self._rerun(ClientState(page_name=""))
