@@ -19,9 +19,11 @@ Where the speed comes from (measured by `python -m fercore bench`, which runs th
   batch 128, bf16: lab 227 images/s, plain in-memory loop in channels_last 226, the same in NCHW 172-178; the lab
   without its augmentation 225, without its per-layer gradient norms 224. torch.profiler (`fercore bench
   --profile`): convolutions forward and backward are ~3/4 of a step, batch norm ~9 %, pooling/ReLU/dropout most of
-  the rest; the lab's own extras (grid_sample, erasing, norms, accuracy) ~2-4 %. The gap was the comparison: the
-  benchmark ran the lab first, cold, paying oneDNN's kernel creation, one epoch against a warm loop in NCHW; it now
-  runs the plain loop in the lab's precision in both layouts between the lab's epochs (`plain_same_precision`).
+  the rest; the lab's own extras (grid_sample, erasing, norms, accuracy) within the noise (<= 3 %). The old
+  comparison was unfair to the lab: it ran first, cold (oneDNN creates its kernels in the first steps), once, and
+  the other loops later under whatever load the machine had then; the benchmark now runs the plain loop in the
+  lab's precision, both layouts, between the lab's epochs (`plain_same_precision`). On this shared machine the
+  epoch rates still swung 3-5x with the other jobs' load, so the 2-thread wall-clock ratio needs an idle machine.
   The one piece of the lab's own machinery that grew with load was the optimiser: torch's default for-loop AdamW
   issues ~10 small parallel ops per parameter, each waiting for both threads; on this machine shared with other
   jobs its best step took 505 ms against 2 ms fused (10.1 vs 3.3 ms on an idle thread), so the optimiser is fused
