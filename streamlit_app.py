@@ -22,25 +22,21 @@ PAGES = [
 ]
 
 
-@st.fragment(run_every=5)
+@st.fragment(run_every=state.SIDEBAR_REFRESH_S)
 def queue_status() -> None:
-    """The queue in one line; reaps runs whose worker died and starts a worker for queued runs."""
-    from fercore.jobs import liveness, spawn
-    store = state.get_store()
+    """The queue in one line (state.worker_snapshot reaps dead workers' runs and starts a worker for queued runs)."""
     with state.shown_errors("Checking the workers"):
-        liveness.reap(store)
-        spawn.ensure_worker(store)   # it decides (FER_AUTOSTART_WORKER) and does nothing when it may not
-        ws = liveness.worker_status(store)
+        ws = state.worker_snapshot()
         st.caption(f"Queue: {ws['queued']} waiting, {ws['running']} training")
     st.caption(f"Training device: {warmup.training_device_label()}")   # here: it updates once torch is in
 
 
-@st.fragment(run_every=5)
+@st.fragment(run_every=state.SIDEBAR_REFRESH_S)
 def workers() -> None:
     """Which workers are alive, where and on what (for the instructor)."""
-    from fercore.jobs import liveness, spawn
+    from fercore.jobs import spawn
     with state.shown_errors("Checking the workers"):
-        alive = liveness.worker_status(state.get_store())["alive"]
+        alive = state.worker_snapshot()["alive"]
         if alive:
             st.markdown(f":green[●] **{len(alive)} worker{'s' if len(alive) > 1 else ''} running**")
             st.caption("  \n".join(f"pid {w.pid} on {w.host}, {w.device or 'cpu'}, {w.status}"

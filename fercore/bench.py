@@ -8,7 +8,11 @@ Same device, model, batch size and optimiser (Adam) in every loop; images/s of t
 - plain: the images as one in-memory tensor, batches cut by index, flip only, fp32, NCHW: the fastest
   loop a careful student writes by hand (the CPU baseline);
 - lab: fercore.train.fit with the preset's full augmentation (on-device, batched), channels_last and the
-  precision fercore picks (bf16 where native, else fp32).
+  precision fercore picks (bf16 where native, else fp32; `precision` forces one);
+- plain_same_precision (the reference row): the plain loop in the lab's precision, in both memory layouts (NCHW
+  and channels_last), the faster one counting. Its epochs run between the lab's epochs (one before the first,
+  one after each), so that other processes on the machine slow both alike; `lab_vs_plain_same_precision` pairs
+  each lab epoch with the reference's epochs around it (issue 25: >= 0.95).
 Also times the import of a full-size FER2013 challenge CSV (35,887 rows) written from the data.
 
 `precision_parity` (`fercore bench --parity`) trains the preset's own recipe twice on the same images and
@@ -17,6 +21,7 @@ CPU has no native bf16 it is emulated (slow, but the same arithmetic), and the r
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +32,7 @@ import torch
 from fercore.config import RunConfig
 from fercore.data.dataset import FERDataset
 from fercore.presets import device_preset, preset_config
-from fercore.train import Recorder, cpu_has_bf16, device_name, fit, pick_device
+from fercore.train import Recorder, cpu_has_bf16, device_name, fit, pick_device, uses_amp
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
@@ -109,13 +114,14 @@ def textbook_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: in
     return _timed_epochs(step, batches, epochs, device)
 
 
-def plain_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device,
-                       epochs: int) -> float:
-    """In-memory tensors, batches by index, a flip, fp32, NCHW: the careful hand-written loop."""
+def plain_loop(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device, amp: bool = False,
+               channels_last: bool = False):
+    """In-memory tensors, batches by index, a flip, Adam: the careful hand-written loop. Returns a function that
+    trains one epoch and returns its images/s."""
     xs = torch.from_numpy(x).to(device).unsqueeze(1).float().div_(255)
     xs = (xs - xs.mean()) / xs.std()
     ys = torch.from_numpy(y).to(device)
-    step = _train_step(_model(config, k, device, False), False, False, device)
+    step = _train_step(_model(config, k, device, channels_last), amp, channels_last, device)
     bs = config.batch_size
 
     def batches():
@@ -125,7 +131,47 @@ def plain_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, 
             xb = xs[idx]
             flip = torch.rand(len(idx), device=device) < 0.5
             yield torch.where(flip[:, None, None, None], xb.flip(-1), xb), ys[idx]
-    return _timed_epochs(step, batches, epochs, device)
+    return lambda: _timed_epochs(step, batches, 1, device)
+
+
+def plain_images_per_s(config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device,
+                       epochs: int) -> float:
+    """The plain loop in fp32 and NCHW (the CPU baseline): best images/s over `epochs`."""
+    epoch = plain_loop(config, x, y, k, device)
+    return max(epoch() for _ in range(epochs))
+
+
+class PlainBetweenLabEpochs(Recorder):
+    """The reference: the plain loop in the lab's precision, in both layouts, one epoch each before the lab's first
+    epoch and after each of its epochs (fit's recorder hooks), so that the machine's other load hits both."""
+
+    def __init__(self, config: RunConfig, x: np.ndarray, y: np.ndarray, k: int, device: torch.device, amp: bool):
+        self.loops = {layout: plain_loop(config, x, y, k, device, amp, layout == "channels_last")
+                      for layout in ("nchw", "channels_last")}
+        self.rates: dict[str, list[float]] = {layout: [] for layout in self.loops}
+        self.load: list[float] = []
+
+    def _epoch(self) -> None:
+        self.load.append(os.getloadavg()[0])
+        for layout, epoch in self.loops.items():
+            self.rates[layout].append(epoch())
+
+    def on_start(self, info: dict) -> None:
+        self._epoch()
+
+    def on_epoch(self, record: dict) -> None:
+        self._epoch()
+
+    def best(self) -> tuple[str, float]:
+        layout = max(self.rates, key=lambda k: max(self.rates[k]))
+        return layout, max(self.rates[layout])
+
+    def paired_ratio(self, lab_rates: list[float]) -> float:
+        """The lab against the plain loop under the same load: each lab epoch over the mean of the reference's
+        epochs just before and just after it (faster layout), the median over the lab's epochs. Best against best
+        would credit the reference with whichever moment the machine was quietest."""
+        ref = self.rates[self.best()[0]]
+        return float(np.median([lab / ((ref[i] + ref[i + 1]) / 2) for i, lab in enumerate(lab_rates)]))
 
 
 def csv_import_seconds(ds: FERDataset) -> dict:
@@ -162,27 +208,40 @@ def bench_config(preset: str | None, device: torch.device, batch_size: int, epoc
 
 
 def run_benchmark(epochs: int = 2, batch_size: int = 128, data: str | None = None, device: str | None = None,
-                  csv: bool = True, quick: bool = False, preset: str | None = None, fraction: float = 1.0) -> dict:
+                  csv: bool = True, quick: bool = False, preset: str | None = None, fraction: float = 1.0,
+                  precision: str = "auto") -> dict:
+    """`precision`: the lab's ("auto": what fit picks here, bf16 where native; "fp32"; "bf16")."""
     dev = pick_device(device)
     ds = bench_dataset(data, quick)
     config = bench_config(preset, dev, batch_size, epochs, fraction, quick)
-    result = fit(config, ds, device=dev)
     from fercore.data.dataset import prepare_for_run
     x, y = prepare_for_run(ds, config).arrays("train")   # the same training images in every loop
     k = len(ds.classes)
+    lab_amp = uses_amp(config, dev) if precision == "auto" else precision == "bf16"
+    reference = PlainBetweenLabEpochs(config, x, y, k, dev, lab_amp)
+    result = fit(config, ds, recorder=reference, device=dev, bf16=lab_amp)
+    ref_layout, ref_rate = reference.best()
     amp_ok = dev.type == "cuda" or cpu_has_bf16()
     workers = 0 if quick else (4 if dev.type == "cuda" else 1)
     rates = {
         "lab": max(e["images_per_s"] for e in result.epochs),
+        "plain_same_precision": ref_rate,
         "plain": plain_images_per_s(config, x, y, k, dev, epochs),
         "textbook": textbook_images_per_s(config, x, y, k, dev, epochs, workers),
         "textbook_amp_cl": textbook_images_per_s(config, x, y, k, dev, epochs, workers, amp=amp_ok,
                                                  channels_last=True),
     }
-    out = {"device": device_name(dev), "dataset": ds.name, "train_images": int(len(y)), "preset": config.preset,
+    out = {"device": device_name(dev, lab_amp), "dataset": ds.name, "train_images": int(len(y)),
+           "preset": config.preset,
            "model": f"{config.arch} {config.conv_blocks} blocks x {config.convs_per_block} convs "
                     f"{'-'.join(map(str, config.filters))}", "batch_size": batch_size, "epochs": epochs,
            "bf16": amp_ok, **{f"{k}_images_per_s": round(v, 1) for k, v in rates.items()},
+           "lab_precision": "bf16" if lab_amp else "fp32", "plain_same_precision_layout": ref_layout,
+           "lab_vs_plain_same_precision": round(reference.paired_ratio([e["images_per_s"] for e in result.epochs]), 3),
+           "lab_best_vs_plain_best_same_precision": round(rates["lab"] / rates["plain_same_precision"], 3),
+           "epoch_rates": {"lab": [round(e["images_per_s"], 1) for e in result.epochs],
+                           **{f"plain_{k}": [round(r, 1) for r in v] for k, v in reference.rates.items()}},
+           "load_1min": [round(v, 2) for v in reference.load], "cpu_flags": cpu_flags(),
            "lab_vs_plain": round(rates["lab"] / rates["plain"], 2),
            "lab_vs_textbook": round(rates["lab"] / rates["textbook"], 2),
            "amp_cl_vs_textbook": round(rates["textbook_amp_cl"] / rates["textbook"], 2),
@@ -190,6 +249,63 @@ def run_benchmark(epochs: int = 2, batch_size: int = 128, data: str | None = Non
     if csv:
         out.update(csv_import_seconds(ds))
     return out
+
+
+class _ProfileTrainingSteps(Recorder):
+    """torch.profiler over the lab's training steps of one epoch: on from fit's start to the epoch's last batch."""
+
+    def __init__(self, profiler):
+        self.profiler = profiler
+
+    def on_start(self, info: dict) -> None:
+        self.profiler.start()
+
+    def on_batch(self, progress: dict) -> bool:
+        if progress["batch"] == progress["batches"]:
+            self.profiler.stop()
+        return False
+
+
+def profile_loops(preset: str | None = None, data: str | None = None, device: str | None = None,
+                  fraction: float = 0.05, quick: bool = False, precision: str = "auto", rows: int = 12) -> dict:
+    """Where a training step's time goes: torch.profiler over one epoch of the lab's loop and of the plain loop in the
+    same precision and layout (channels_last), as the ops with the most self CPU time, and the ops where the lab
+    spends more than the plain loop (what its extra work costs: augmentation, statistics, the optimiser)."""
+    from torch.profiler import ProfilerActivity, profile
+    dev = pick_device(device)
+    ds = bench_dataset(data, quick)
+    config = bench_config(preset, dev, 128, 1, 1.0 if quick else fraction, quick)
+    from fercore.data.dataset import prepare_for_run
+    x, y = prepare_for_run(ds, config).arrays("train")
+    amp = uses_amp(config, dev) if precision == "auto" else precision == "bf16"
+    plain = plain_loop(config, x, y, len(ds.classes), dev, amp, channels_last=True)
+    plain()   # warm: the kernels both loops share
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    totals = {}
+    lab_prof = profile(activities=activities)
+    fit(config, ds, recorder=_ProfileTrainingSteps(lab_prof), device=dev, bf16=amp)
+    with profile(activities=activities) as plain_prof:
+        plain()
+    for name, prof in (("lab", lab_prof), ("plain", plain_prof)):
+        totals[name] = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+    extra = {k: v - totals["plain"].get(k, 0.0) for k, v in totals["lab"].items()}
+    top = sorted(extra, key=extra.get, reverse=True)[:rows]
+    return {"device": device_name(dev, amp), "train_images": int(len(y)),
+            "self_cpu_ms": {name: round(sum(t.values())) for name, t in totals.items()},
+            "lab_top_ops_ms": {k: round(v, 1) for k, v in sorted(totals["lab"].items(), key=lambda kv: -kv[1])[:rows]},
+            "plain_top_ops_ms": {k: round(v, 1) for k, v in
+                                 sorted(totals["plain"].items(), key=lambda kv: -kv[1])[:rows]},
+            "lab_minus_plain_ms": {k: round(extra[k], 1) for k in top}}
+
+
+def cpu_flags() -> str:
+    """The instruction sets that decide the CPU's precision (AVX2, AVX-512, its BF16, AMX), from /proc/cpuinfo."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
 
 
 class _Device(Recorder):

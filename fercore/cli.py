@@ -291,13 +291,18 @@ def cmd_explain(args, store):
 
 @command("bench")
 def cmd_bench(args, store):
-    from fercore.bench import precision_parity, run_benchmark
+    from fercore.bench import precision_parity, profile_loops, run_benchmark
+    if args.profile:
+        res = profile_loops(data=args.data, device=args.device, preset=args.preset, quick=args.quick,
+                            fraction=args.fraction if args.fraction < 1 else 0.05, precision=args.precision)
+        return res, "\n".join(f"{k}: {v}" for k, v in res.items())
     if args.parity:
         res = precision_parity(epochs=args.epochs, data=args.data, device=args.device, preset=args.preset,
                                fraction=args.fraction if args.fraction < 1 else 0.1)
         return res, "\n".join(f"{k}: {v}" for k, v in res.items())
     res = run_benchmark(epochs=args.epochs, batch_size=args.batch_size, data=args.data, device=args.device,
-                        csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction)
+                        csv=not args.no_csv, quick=args.quick, preset=args.preset, fraction=args.fraction,
+                        precision=args.precision)
     return res, "\n".join(f"{k}: {v}" for k, v in res.items())
 
 
@@ -518,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="whose network and augmentation (default: cpu-starter on a CPU, default on a GPU)")
     b.add_argument("--fraction", type=float, default=1.0, help="share of the training images (e.g. 0.25)")
+    b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the lab's precision (auto: bf16 where the device computes it natively, else fp32); the "
+                        "plain reference loop runs in the same one")
+    b.add_argument("--profile", action="store_true",
+                   help="instead: torch.profiler over one epoch of the lab's loop and of the plain loop in the same "
+                        "precision; where the lab's extra time goes (--fraction: 0.05 unless given)")
     b.add_argument("--parity", action="store_true",
                    help="instead: train the preset's recipe in fp32 and in bf16 and compare val accuracy "
                         "(--epochs, --fraction: 0.1 unless given)")

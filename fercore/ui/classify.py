@@ -5,9 +5,16 @@ method), so changing the method or adding a run redoes only what changed: a meth
 face and run, never the detection or the classification. The photo is kept in the session so that it is still
 there after a visit to another page. One lock serialises use of the shared cached
 networks: attribution briefly changes a model's flags, and two sessions must not interleave there.
+
+A whole class at once (issue 25): the CPU work of a photo (finding faces, scoring, explaining) runs in at most
+WORK_SLOTS photos at a time per process, one per two cores, so that thirty students uploading together wait in
+line and are answered in turn, instead of thirty script threads slowing each other down until none finishes.
+Networks and face detectors are loaded once per process (state._predictor, fercore.predict.faces' pool),
+never per session.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ import streamlit as st
 from PIL import Image
 
 MODEL_LOCK = threading.Lock()
+WORK_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))   # photos worked on at once
 DISPLAY_SIDE = 288      # faces are shown (and explained over) at this size
 PHOTO = "_classify_photo"   # (name, bytes, from the camera) of the photo on show, kept across pages
 MAX_SHOWN_SIDE = 1200   # the boxed photo is reduced to this for display
@@ -39,8 +47,9 @@ def detect(image_bytes: bytes) -> Detection:
     from fercore.predict.faces import draw_boxes, find_faces
     from fercore.predict.images import load_image
     t0 = time.perf_counter()
-    img = load_image(image_bytes)
-    found = find_faces(img, size=48)
+    with WORK_SLOTS:
+        img = load_image(image_bytes)
+        found = find_faces(img, size=48)
     seconds = time.perf_counter() - t0
     # no face found: the photo as it is (a numbered box would claim a face); the page says what was scored
     boxed = draw_boxes(img, [] if found.fallback_whole_image else found.boxes)
@@ -49,13 +58,13 @@ def detect(image_bytes: bytes) -> Detection:
                      list(found.notes), seconds, img.size)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=256, show_spinner=False)
 def scores(run_id: int, checkpoint: str, crops: np.ndarray) -> tuple[np.ndarray, float]:
     """Class probabilities of every face for one run, and the seconds they took (when first computed)."""
     from fercore.ui import state
     pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
-    with MODEL_LOCK:
+    with WORK_SLOTS, MODEL_LOCK:
         probs = pred.probs(crops)
     return probs, time.perf_counter() - t0
 
@@ -80,7 +89,7 @@ def explain(run_id: int, checkpoint: str, crop: np.ndarray, target: int,
     from fercore.ui import state
     pred = state._predictor(state.db_url(), run_id, checkpoint)
     t0 = time.perf_counter()
-    with MODEL_LOCK:
+    with WORK_SLOTS, MODEL_LOCK:
         heat, note = explain_face(pred, crop, target, method, side=DISPLAY_SIDE)
     return heat, note, time.perf_counter() - t0
 

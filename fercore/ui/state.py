@@ -147,6 +147,29 @@ def run_split_images(run, split: str = "test"):
     return ds.arrays(split)
 
 
+# Every open tab reruns the sidebar's queue and worker sections this often (st.fragment(run_every=...)); what they show
+# is worked out once per WORKER_SNAPSHOT_TTL_S for the whole process, so a class of idle tabs costs a few cheap
+# cache look-ups, not a database round and a worker check each (issue 25).
+SIDEBAR_REFRESH_S = 10
+WORKER_SNAPSHOT_TTL_S = 2
+
+
+@st.cache_data(ttl=WORKER_SNAPSHOT_TTL_S, show_spinner=False)
+def _worker_snapshot(url: str) -> dict:
+    from fercore.jobs import liveness, spawn
+    store = _store(url)
+    liveness.reap(store)
+    spawn.ensure_worker(store)   # it decides (FER_AUTOSTART_WORKER) and does nothing when it may not
+    return liveness.worker_status(store)
+
+
+def worker_snapshot() -> dict:
+    """The queue and the live workers (liveness.worker_status), after reaping the runs of dead workers and starting a
+    worker for queued runs (spawn.ensure_worker decides whether it may): at most once every WORKER_SNAPSHOT_TTL_S per
+    process."""
+    return _worker_snapshot(db_url())
+
+
 @st.cache_resource(show_spinner=False)
 def training_device() -> str:
     import torch
