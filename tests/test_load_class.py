@@ -19,13 +19,13 @@ def test_three_students_each_get_their_result_and_switch_the_method():
 
 def test_idle_tabs_share_one_worker_check_per_process(monkeypatch, tmp_path):
     """Every open tab reruns the sidebar's sections; the queue and the workers are looked up once per TTL for all."""
-    from fercore.jobs import worker
+    from fercore.jobs import liveness
     from fercore.ui import state
     monkeypatch.setenv("FER_DB_URL", str(tmp_path / "runs.db"))
     monkeypatch.setenv("FER_AUTOSTART_WORKER", "0")
     calls = []
-    real = worker.worker_status
-    monkeypatch.setattr(worker, "worker_status", lambda store: calls.append(1) or real(store))
+    real = liveness.worker_status
+    monkeypatch.setattr(liveness, "worker_status", lambda store: calls.append(1) or real(store))
     state._worker_snapshot.clear()
     for _tab in range(30):
         snapshot = state.worker_snapshot()
