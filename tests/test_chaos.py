@@ -99,8 +99,10 @@ def refused_writes(logs: Path) -> tuple[int, int]:
     return refused, text_.count("lost the lease on run")
 
 
-def act(chaos: Chaos, store: RunStore, events: list, twice: dict, t: float) -> None:
-    """One step of the driver: the twice-interrupted run's two interruptions, then the random events that are due."""
+def act(chaos: Chaos, store: RunStore, events: list, twice: dict, t: float, finished: int) -> None:
+    """One step of the driver: the twice-interrupted run's two interruptions, then the random events that are due
+    (each at a number of finished runs drawn at random, so that they happen mid-queue on a fast machine or a slow
+    one alike)."""
     run = store.get_run(twice["id"])
     if run.status == RunStatus.RUNNING and run.attempts == twice["phase"] + 1 and twice["phase"] < 2:
         done = len(store.epochs(run.id))   # epoch k's row is written after epoch k - 1's saved state
@@ -113,7 +115,7 @@ def act(chaos: Chaos, store: RunStore, events: list, twice: dict, t: float) -> N
         chaos.frozen[0].send_signal(signal.SIGCONT)
         chaos.journal.append(f"{t:6.1f}s SIGCONT pid {chaos.frozen[0].pid}")
         chaos.frozen = None
-    for event in [e for e in events if e[0] <= t]:
+    for event in [e for e in events if e[0] <= finished]:
         kind = event[1]
         if kind == "skew":
             chaos.skewed_host = "host-b"   # from now on host-b's workers run minutes behind: one starts at once
@@ -141,15 +143,17 @@ def test_chaos(any_db, tmp_path):
     ids += [store.create_run(CFG.replace(name=f"run{i}", seed=i)).id for i in range(RUNS - 1)]
     rng = random.Random(2126)
     chaos = Chaos(any_db, tmp_path, rng)
-    events = sorted([(rng.uniform(4, 30), "kill"), (rng.uniform(4, 30), "kill"), (rng.uniform(4, 30), "stop"),
-                     (rng.uniform(4, 30), "term"), (rng.uniform(2, 20), "skew")])
+    # (finished runs, event): all of them while at least 10 runs still wait or train
+    events = sorted([(rng.randint(1, 12), "kill"), (rng.randint(1, 12), "kill"), (rng.randint(1, 12), "stop"),
+                     (rng.randint(1, 12), "term"), (rng.randint(0, 8), "skew")])
     twice = {"id": ids[0], "phase": 0, "after": 0}
     t0 = time.monotonic()
     try:
         chaos.keep_four()
         last_reap = 0.0
         while time.monotonic() - t0 < TIMEOUT_S:
-            act(chaos, store, events, twice, time.monotonic() - t0)
+            finished = sum(r.status == RunStatus.FINISHED for r in store.get_runs(ids))
+            act(chaos, store, events, twice, time.monotonic() - t0, finished)
             chaos.keep_four()
             if time.monotonic() - last_reap > 1:   # as the app does on every page load (its own host: no pids)
                 reap(store)

@@ -210,8 +210,11 @@ def test_a_cancelled_run_is_never_claimed_and_a_claim_takes_each_run_once(any_db
 # --- the interrupt policy ---------------------------------------------------------------------------------
 def start_cli(db: str, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, object]:
     err = open(tmp_path / "stderr.txt", "w+")
+    # Ctrl-C as at a terminal, even when the tests themselves run in the background (`nohup pytest &`), where the
+    # shell ignores SIGINT for them and their children: Python raises KeyboardInterrupt only if it starts with SIG_DFL
     p = subprocess.Popen([sys.executable, "-m", "fercore", *args, "--db", db], cwd=REPO, env=cli_env(),
-                         stdout=subprocess.PIPE, stderr=err, text=True)
+                         stdout=subprocess.PIPE, stderr=err, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return p, err
 
 

@@ -272,4 +272,4 @@ def test_download_report_on_compare_hands_over_the_report(lab, tmp_path):
         stop(server)
     assert saved.name == f"fer-report-runs-{ids[0]}-{ids[1]}.html"
     html = saved.read_text()
-    assert "plain vs &lt;img" in html and 'class="reproduce"' in html and "plotlyjs-gz" in html
+    assert f"plain vs {SPICY}" in html and 'class="reproduce"' in html and "plotlyjs-gz" in html
