@@ -75,3 +75,20 @@ def test_the_instructor_password_is_never_committed():
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     assert subprocess.run(["git", "check-ignore", "-q", ".streamlit/secrets.toml"], cwd=REPO).returncode == 0
+
+
+def test_the_starter_is_a_flag_so_a_run_file_named_starter_changes_no_ones_default(db, tmp_path):
+    """Issue 22: importing a run file named `starter` made every new session preselect it (Classify picked the newest
+    run *named* starter). The starter is a flag on a run that only the instructor sets."""
+    from fercore.auth import Forbidden, Role, User
+    from fercore.jobs.runfile import export_run, import_run
+    store = RunStore(db)
+    shipped = ensure_starter(store)
+    assert [r.id for r in store.list_runs() if r.starter] == [shipped.id]
+    student = User("s-ada", "Ada", Role.STUDENT)
+    store.sign_in(student, "class code")
+    copy = import_run(store, export_run(store, shipped.id, tmp_path / "starter.fer.pt"), name="starter", by=student)
+    assert copy.name == "starter" and not copy.starter
+    assert [r.id for r in store.list_runs() if r.starter] == [shipped.id], "the shipped run stays the default"
+    with pytest.raises(Forbidden):
+        store.set_starter(copy.id, by=student)   # a forged request: only the instructor picks the default
