@@ -108,14 +108,14 @@ def camera_clip(path: Path, seconds: float = 4.0, fps: int = 15, size: tuple[int
     return path
 
 
-def start_app(db: Path, port: int, **env_changes: str) -> subprocess.Popen:
-    """`streamlit run streamlit_app.py` over `db` (no worker unless env_changes allow one); waits for its health
-    check."""
+def start_app(db: Path, port: int, *streamlit_args: str, **env_changes: str) -> subprocess.Popen:
+    """`streamlit run streamlit_app.py` over `db` (no worker unless env_changes allow one), with any further
+    `streamlit_args` (e.g. `--secrets.files PATH`); waits for its health check."""
     env = dict(os.environ, FER_DB_URL=str(db), FER_AUTOSTART_WORKER="0",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.update(env_changes)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false", *streamlit_args],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:

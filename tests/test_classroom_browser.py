@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from browserkit import CHROMIUM_ARGS, REPO, chromium_or_skip, free_port, stop, wait_fully_drawn
+from browserkit import CHROMIUM_ARGS, chromium_or_skip, free_port, start_app, stop, wait_fully_drawn
 
 from fercore.auth import Forbidden, Role, User
 from fercore.config import RunConfig
@@ -31,24 +29,7 @@ TINY = RunConfig(data="synthetic:420", conv_blocks=2, filters=(8, 16), convs_per
 
 def start_class_app(db: Path, port: int, secrets: Path, **env) -> subprocess.Popen:
     """browserkit.start_app with a secrets file of the test's own (Streamlit's `--secrets.files`)."""
-    env = dict(os.environ, FER_DB_URL=str(db), FER_AUTOSTART_WORKER="0",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                             "--secrets.files", str(secrets)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                if r.read() == b"ok":
-                    return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}") from None
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("streamlit did not answer within 60 s")
+    return start_app(db, port, "--secrets.files", str(secrets), **env)
 
 
 def sign_in_student(page, port: int, name: str, code: str = CODE) -> None:
