@@ -82,6 +82,15 @@ def cli_env() -> dict:
     return env
 
 
+@pytest.fixture
+def one_thread():
+    """A tiny run gains nothing from threads, and on a busy CI machine extra threads make it crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: browser, PostgreSQL, load, fuzz or long-training tests; "
                                        "`python -m pytest -m 'not slow'` is the inner loop")

@@ -13,15 +13,6 @@ from fercore.teach.lessons import get_lesson, lesson_status, start_lesson
 from fercore.teach.summaries import finding
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_lesson(tmp_path, name: str, data: str, epochs: int) -> dict:
     store = RunStore(str(tmp_path / "runs.db"))
     runs = start_lesson(store, name, data=data, epochs=epochs, classes=("happy", "sad"))

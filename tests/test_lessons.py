@@ -180,16 +180,6 @@ def test_every_lesson_run_builds_a_working_network(name):
         assert out.shape == (2, 3)
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny run gains nothing from threads, and on a busy CI machine extra threads make it crawl."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_a_lesson_trains_end_to_end_and_is_summarised(store, one_thread):
     from fercore.jobs.execute import execute_run
     runs = start_lesson(store, "loss", data="synthetic:420", epochs=1, fraction=0.2, classes=("happy", "sad"))
