@@ -1,8 +1,9 @@
-"""Plotly figures for the pages and the reports: pure functions of plain data (dicts, lists, arrays), no
-Streamlit (the one place each chart is drawn; below teach and ui so both reach it).
+"""Plotly figures for the offline lab reports (fercore.report), and what every chart of FER Lab shares: the
+colours, the smoothing, the normalisation and the scales. Pure functions of plain data, no Streamlit.
 
-One colour per run across every chart of a page (RUN_COLOURS by position), train dashed and val
-solid on learning curves, a diverging scale centred on 0 for differences.
+The pages draw with ECharts (fercore.charts, built on the helpers here; why is said there). One colour per run
+across every chart of a page or report (RUN_COLOURS by position), train dashed and val solid on learning curves,
+a diverging scale centred on 0 for differences.
 """
 from __future__ import annotations
 
@@ -24,58 +25,6 @@ def _layout(fig: go.Figure, height: int = 320, **kw) -> go.Figure:
 
 def colour(i: int) -> str:
     return RUN_COLOURS[i % len(RUN_COLOURS)]
-
-
-# --- Classify --------------------------------------------------------------------------------------------
-def probability_bars(probs: dict[str, float], title: str = "") -> go.Figure:
-    """Horizontal bars of class probabilities, the top class highlighted, classes in their own order."""
-    classes = list(probs)
-    top = max(classes, key=probs.get)
-    values = [probs[c] for c in classes]
-    fig = go.Figure(go.Bar(x=values, y=classes, orientation="h", text=[f"{v:.0%}" for v in values],
-                           textposition="outside", cliponaxis=False,
-                           marker_color=[ACCENT if c == top else MUTED for c in classes],
-                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=False)
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, height=40 + 26 * len(classes), title=dict(text=title, font=dict(size=13)) if title else None)
-
-
-# --- Data ------------------------------------------------------------------------------------------------
-def class_balance(class_counts: dict[str, dict[str, int]]) -> go.Figure:
-    """Grouped bars: images per class, one bar per split."""
-    fig = go.Figure()
-    for split, counts in class_counts.items():
-        if sum(counts.values()) == 0:
-            continue
-        fig.add_bar(name=split, x=list(counts), y=list(counts.values()), marker_color=SPLIT_COLOURS.get(split),
-                    hovertemplate=f"{split} %{{x}}: %{{y}}<extra></extra>")
-    fig.update_layout(barmode="group", yaxis_title="images")
-    return _layout(fig)
-
-
-def pixel_histogram(values_by_split: dict[str, np.ndarray]) -> go.Figure:
-    """Share of pixels at each intensity (0-255), one line per split."""
-    fig = go.Figure()
-    shares = []
-    for split, px in values_by_split.items():
-        if px.size == 0:
-            continue
-        counts = np.bincount(px.ravel(), minlength=256) / px.size
-        shares.append(counts)
-        fig.add_scatter(x=np.arange(256), y=counts, mode="lines", name=split, line=dict(color=SPLIT_COLOURS.get(split)))
-    fig.update_xaxes(title="pixel value", range=[0, 255])
-    fig.update_yaxes(title="share of pixels", tickformat=".1%")
-    if shares:
-        # A few pure-black or pure-white values (padding, blank images) would flatten the curve: clip them and say so.
-        top = float(np.percentile(np.concatenate(shares), 99)) * 1.3
-        peak = float(max(s.max() for s in shares))
-        if peak > top > 0:
-            fig.update_yaxes(range=[0, top])
-            at = int(np.argmax(np.max(shares, axis=0)))
-            fig.add_annotation(x=at, y=top, text=f"{at}: {peak:.1%} (clipped)", showarrow=False, yanchor="top",
-                               xanchor="right" if at > 128 else "left", font=dict(size=11))
-    return _layout(fig, height=280)
 
 
 # --- learning curves -------------------------------------------------------------------------------------------
@@ -148,7 +97,7 @@ def gradient_norms(epochs: list[dict], title: str = "", y_range: list[float] | N
     (log10 units, from `gradient_norm_range`) gives several runs' charts one scale to compare by eye."""
     layers = list(dict.fromkeys(k for e in epochs for k in (e.get("grad_norms") or {})))
     fig = go.Figure()
-    shades = _ramp(len(layers))
+    shades = layer_shades(len(layers))
     for layer, c in zip(layers, shades):
         fig.add_scatter(x=[e["epoch"] for e in epochs], y=[(e.get("grad_norms") or {}).get(layer) for e in epochs],
                         mode="lines+markers", name=layer, line=dict(color=c), marker=dict(size=4))
@@ -174,7 +123,7 @@ def gradient_norm_range(runs_epochs: list[list[dict]]) -> list[float] | None:
     return [low - pad, high + pad]
 
 
-def _ramp(n: int) -> list[str]:
+def layer_shades(n: int) -> list[str]:
     """n colours from the first layer (light) to the last (dark), so depth reads at a glance."""
     if n <= 1:
         return [ACCENT] * n
@@ -221,47 +170,3 @@ def per_class_bars(frame, metric: str) -> go.Figure:
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title=metric)
     return _layout(fig)
-
-
-# --- sweeps ---------------------------------------------------------------------------------------------------
-def parallel_coordinates(rows: list[dict], params: list[str], metric: str = "best_val_acc") -> go.Figure:
-    """One line per finished trial through its settings to its accuracy; text settings become ticks."""
-    done = [r for r in rows if r.get(metric) is not None]
-    dims = []
-    for p in params:
-        vals = [r["params"].get(p) for r in done]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            positive = all(v > 0 for v in vals)
-            spread = max(vals) / min(vals) if positive and vals and min(vals) > 0 else 1
-            if positive and spread >= 10:   # learning rates and the like read better on a log axis
-                logs = [math.log10(v) for v in vals]
-                decades = list(range(math.floor(min(logs)), math.ceil(max(logs)) + 1))
-                dims.append(dict(label=f"{p} (log)", values=logs, range=[decades[0], decades[-1]],
-                                 tickvals=decades, ticktext=[f"{10.0 ** d:g}" for d in decades]))
-            else:
-                dims.append(dict(label=p, values=vals))
-        else:
-            labels = [str(v) for v in vals]
-            cats = sorted(set(labels))
-            dims.append(dict(label=p, values=[cats.index(v) for v in labels], tickvals=list(range(len(cats))),
-                             ticktext=cats))
-    acc = [r[metric] for r in done]
-    dims.append(dict(label="best val acc", values=acc, range=[min(acc, default=0), max(acc, default=1)],
-                     tickformat=".1%"))
-    fig = go.Figure(go.Parcoords(line=dict(color=acc, colorscale="Viridis", showscale=True,
-                                           colorbar=dict(title="val acc", tickformat=".0%")), dimensions=dims))
-    fig.update_layout(height=380, margin=dict(l=60, r=40, t=50, b=20))
-    return fig
-
-
-def attribution_colourbar(colours: np.ndarray) -> go.Figure:
-    """A thin horizontal colour bar, low to high attribution, drawn with the overlay's own colours."""
-    n = len(colours)
-    scale = [[i / (n - 1), f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(colours.astype(int))]
-    fig = go.Figure(go.Heatmap(z=[np.linspace(0, 1, n)], x=np.linspace(0, 1, n), colorscale=scale, showscale=False,
-                               hoverinfo="skip"))
-    fig.update_xaxes(tickvals=[0, 1], ticktext=["low", "high attribution"], showgrid=False, zeroline=False,
-                     fixedrange=True)
-    fig.update_yaxes(visible=False, fixedrange=True)
-    fig.update_layout(height=80, margin=dict(l=30, r=60, t=5, b=30))
-    return fig

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fercore import figures, fmt
+from fercore import charts, fmt
 from fercore.predict import ATTRIBUTION_METHODS as METHODS
 from fercore.predict import METHOD_READING
 from fercore.store.entities import RunStatus
 from fercore.ui import classify, live, state
+from fercore.ui.draw import chart
 
 state.require_app(__file__)
 st.title("What does the model see?")
@@ -95,8 +96,7 @@ with legend:
         for col, (rid, (classes, probs)) in zip(st.columns(len(results)), results.items()):
             p = {c: float(v) for c, v in zip(classes, probs[i])}
             top = classes[tops[i, rid]]
-            col.plotly_chart(figures.probability_bars(p, f"{by_id[rid].name}: {top} ({p[top]:.0%})"),
-                             key=f"bars-{i}-{rid}", config={"displayModeBar": False})
+            chart(charts.probability_bars(p, f"{by_id[rid].name}: {top} ({p[top]:.0%})"), f"bars-{i}-{rid}", col)
 
 
 # --- why: one map per face and model, beside the face crop; a method switch reruns only this ----------------
@@ -109,8 +109,8 @@ def explanations() -> None:
                                  "copies. Integrated Gradients: gradients from a black image to this one. Grad-CAM: "
                                  "where the last conv layer finds the class. Occlusion: how much the score drops when "
                                  "a patch is hidden.")
-    bar.plotly_chart(figures.attribution_colourbar(classify.overlay_colours()), key="colourbar",
-                     config={"displayModeBar": False})
+    with bar:
+        st.html(charts.colour_ramp_html(classify.overlay_colours()))
     explain_s = 0.0
     for i, crop in enumerate(det.crops):
         cols = st.columns(1 + max(len(results), 2))

@@ -8,6 +8,7 @@ import streamlit as st
 from fercore import figures, fmt
 from fercore.teach.ensemble import ensemble
 from fercore.ui import analysis, cached, state, tables
+from fercore.ui.draw import chart
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
@@ -47,10 +48,7 @@ runs = [store.get_run(i, epochs=True) for i in ids]
 labels = {r.id: f"{r.id} · {r.name}" for r in runs}
 by_run = {r.id: r for r in runs}
 
-st.dataframe(tables.as_points(tables.runs_frame(runs).drop(columns=["created", "device", "group"]),
-                              tables.ACCURACY_COLUMNS), hide_index=True, placeholder="-",
-             column_config={**tables.points_columns(), "min val loss": st.column_config.NumberColumn(format="%.4f"),
-                            "duration (s)": st.column_config.NumberColumn(format="%.0f s")})
+st.table(tables.compare_table(runs))
 
 # --- learning curves and config diff ---------------------------------------------------------------------
 st.subheader("Learning curves")
@@ -58,8 +56,8 @@ smoothing = st.slider("Smoothing", 0.0, 0.9, 0.0, 0.1, help="Exponential moving 
 series = [(labels[r.id], r.epochs) for r in runs if r.epochs]
 if series:
     left, right = st.columns(2)
-    left.plotly_chart(cached.learning_curves(runs, labels, "loss", smoothing), key="curves-loss")
-    right.plotly_chart(cached.learning_curves(runs, labels, "acc", smoothing), key="curves-acc")
+    chart(cached.learning_curves(runs, labels, "loss", smoothing), "curves-loss", left)
+    chart(cached.learning_curves(runs, labels, "acc", smoothing), "curves-acc", right)
     st.caption("Dashed: train. Solid: validation. One colour per run.")
 else:
     st.caption("No epochs recorded yet.")
@@ -69,7 +67,7 @@ diff = tables.config_diff_frame(runs)
 if diff.empty:
     st.caption("The configs are identical (only names differ)." if len(runs) > 1 else "")
 else:
-    st.dataframe(diff.astype(str), width="stretch")
+    st.table(diff.astype(str))
 
 # --- detail views ------------------------------------------------------------------------------------------
 VIEWS = ["Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnosis"]
@@ -93,18 +91,16 @@ def confusion_view() -> None:
     cols = st.columns(2)
     for i, r in enumerate(tested):
         ev = evals[r.id]
-        cols[i % 2].plotly_chart(cached.confusion_heatmap(r, ev, normal,
-                                                          f"{labels[r.id]}: {fmt.pct(ev.accuracy)} {ev.split}"),
-                                 key=f"cm-{r.id}")
+        chart(cached.confusion_heatmap(r, ev, normal, f"{labels[r.id]}: {fmt.pct(ev.accuracy)} {ev.split}"),
+              f"cm-{r.id}", cols[i % 2])
     same = [r for r in tested if evals[r.id].classes == evals[tested[0].id].classes]
     if len(same) >= 2:
         st.markdown("**Difference of two** (row-normalised, B minus A)")
         a, b = st.columns(2)
         ra = a.selectbox("A", [r.id for r in same], format_func=labels.get, index=0)
         rb = b.selectbox("B", [r.id for r in same], format_func=labels.get, index=1)
-        st.plotly_chart(cached.confusion_difference(by_run[ra], evals[ra], by_run[rb], evals[rb],
-                                                    f"{labels[rb]} minus {labels[ra]}"),
-                        key="cm-diff")
+        chart(cached.confusion_difference(by_run[ra], evals[ra], by_run[rb], evals[rb],
+                                          f"{labels[rb]} minus {labels[ra]}"), "cm-diff")
 
 
 def per_class_view() -> None:
@@ -113,7 +109,7 @@ def per_class_view() -> None:
         st.info(NONE_EVALUATED)
         return
     metric = st.radio("Metric", ["f1", "precision", "recall"], horizontal=True)
-    st.plotly_chart(cached.per_class_bars(tested, split, frame, metric), key="per-class")
+    chart(cached.per_class_bars(tested, split, frame, metric), "per-class")
     metrics = ("precision", "recall", "f1")
     st.dataframe(tables.as_points(frame, metrics), hide_index=True, column_config=tables.points_columns(metrics))
 
@@ -151,7 +147,7 @@ def gradients_view() -> None:
     cols = st.columns(2)
     shared = figures.gradient_norm_range([r.epochs for r in with_grads])   # one scale: heights compare across runs
     for i, r in enumerate(with_grads):
-        cols[i % 2].plotly_chart(cached.gradient_norms(r, labels[r.id], shared), key=f"grad-{r.id}")
+        chart(cached.gradient_norms(r, labels[r.id], shared), f"grad-{r.id}", cols[i % 2])
     st.caption("Per-layer weight-gradient norms, first layers light, last layers dark, on one log scale for all "
                "runs. Lines falling towards zero in the first layers mean vanishing gradients; a steep climb means "
                "exploding ones.")

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fercore import figures, fmt
+from fercore import charts, fmt
 from fercore.auth import safe_name
 from fercore.ui import analysis, form, signin, state, tables
+from fercore.ui.draw import chart
 
 state.require_app(__file__)
 st.title("Data")
@@ -159,7 +160,7 @@ else:
 
 # --- balance and samples ----------------------------------------------------------------------------------
 st.subheader("Class balance")
-st.plotly_chart(figures.class_balance(info.class_counts), key="balance")
+chart(charts.class_balance(info.class_counts), "balance")
 train_counts = info.class_counts["train"]
 if train_counts and min(train_counts.values()) > 0:
     ratio = max(train_counts.values()) / min(train_counts.values())
@@ -198,7 +199,7 @@ a.dataframe([{"split": s, "mean": float(x.mean()), "std": float(x.std()),
                                                                           "(of 0-255)")})
 a.caption("Mean and std of pixel values (0-255) on up to 3,000 images per split; 'standard' normalisation uses "
           "the training mean and std.")
-b.plotly_chart(figures.pixel_histogram(sample), key="histogram")
+chart(charts.pixel_histogram(sample), "histogram", b)
 means = np.stack([ds.images[ds.labels == i].mean(axis=0) if (ds.labels == i).any()
                   else np.zeros(ds.images.shape[1:]) for i in range(len(ds.classes))]).astype(np.uint8)
 st.image(analysis.mosaic(means, columns=len(ds.classes), scale=2),

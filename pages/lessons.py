@@ -7,12 +7,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from fercore import figures, fmt
+from fercore import charts, fmt
 from fercore.config import EMOTIONS, RunConfig
 from fercore.jobs import spawn
 from fercore.store.entities import RunStatus
 from fercore.teach.estimate import teaching_warnings
 from fercore.ui import form, signin, state, tables, weights_panel
+from fercore.ui.draw import chart
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
@@ -160,7 +161,7 @@ else:
         st.dataframe(table, hide_index=True, placeholder="-",
                      column_config=tables.points_columns(("best val acc", "test acc")))
         if any(r["best_val_acc"] is not None for r in rows):
-            st.plotly_chart(figures.parallel_coordinates(rows, params), key="sweep-parcoords")
+            chart(charts.parallel_coordinates(rows, params), "sweep-parcoords")
         best = best_trial(store, pick)
         if best:
             st.success(f"Best trial so far: {best['name']} with {fmt.pct(best['best_val_acc'])} val accuracy ("

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore import figures, fmt
+from fercore import charts, fmt
 from fercore.auth import Action, may, safe_name
 from fercore.jobs import policy, spawn
 from fercore.store.entities import RunStatus
 from fercore.ui import signin, state, tables
+from fercore.ui.draw import chart
 from fercore.ui.report_buttons import report_buttons
 
 state.require_app(__file__)
@@ -33,8 +34,8 @@ def training_now() -> None:
         eps = store.epochs(r.id)
         if eps:
             a, b = st.columns(2)
-            a.plotly_chart(figures.learning_curves([(r.name, eps)], "loss", height=240), key=f"live-loss-{r.id}")
-            b.plotly_chart(figures.learning_curves([(r.name, eps)], "acc", height=240), key=f"live-acc-{r.id}")
+            chart(charts.learning_curves([(r.name, eps)], "loss", chart_height=240), f"live-loss-{r.id}", a)
+            chart(charts.learning_curves([(r.name, eps)], "acc", chart_height=240), f"live-acc-{r.id}", b)
 
 
 if not runs:
@@ -162,8 +163,8 @@ def run_detail() -> None:
     diagnosis(run)
     if run.epochs and run.status != RunStatus.RUNNING:   # a running run's curves are live above
         a, b = st.columns(2)
-        a.plotly_chart(figures.learning_curves([(run.name, run.epochs)], "loss", height=280), key="detail-loss")
-        b.plotly_chart(figures.learning_curves([(run.name, run.epochs)], "acc", height=280), key="detail-acc")
+        chart(charts.learning_curves([(run.name, run.epochs)], "loss", chart_height=280), "detail-loss", a)
+        chart(charts.learning_curves([(run.name, run.epochs)], "acc", chart_height=280), "detail-acc", b)
         st.caption("Dashed: train. Solid: validation.")
     with st.expander("Config, timing and files"):
         st.write(f"Device {run.device or '-'}, {run.n_params or '-'} parameters, "

@@ -17,7 +17,10 @@ page fully drawn (no script running, no stale element, every Plotly chart drawn;
   live_fps           frames processed per second in the live view, 640x480, the starter         goal >= 10
                      (Chromium's fake camera playing a clip of FER2013 faces; read from the page)
 
-Each row is printed with its goal, the median CPU seconds the server process and the browser spent on one action
+Each row is timed twice: by this script's wall clock (from the action to `done` returning, Playwright's round trips and
+polling included, about 0.1-0.3 s), and by the page's own clock (browserkit.PAGE_CLOCK_JS: from the user's action,
+or the navigation's start, to the moment the page became fully drawn and stayed so: what a student sees). Each row
+is printed with its goal, both medians, the median CPU seconds the server process and the browser spent on one action
 (from /proc: on a loaded machine the wall-clock figures grow, these do not much), and the machine's load average
 before and after, so a run on a busy machine says so.
 """
@@ -37,10 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from browserkit import (  # noqa: E402
     CHROMIUM_ARGS,
+    PAGE_CLOCK_JS,
+    arm_page_clock,
     camera_clip,
     chromium_path,
     face_photo,
     free_port,
+    page_clock_seconds,
     start_app,
     stop,
     train_tiny,
@@ -72,11 +78,16 @@ def existing_pair(db: Path) -> list[int]:
 CPU_OF: dict[str, list[float]] = {}   # row -> median (server, browser) CPU seconds of its actions
 SERVER_PID = [0]   # the Streamlit server's process, once started
 CPU_LOG: list[tuple[float, float]] = []   # (server, browser) CPU seconds of each timed action
+PAGE_LOG: list[float | None] = []   # the page's own clock for each timed action (browserkit.PAGE_CLOCK_JS)
+PAGE_OF: dict[str, list[float]] = {}   # row -> its page-clock timings
 
 
-def timed(action, done) -> float:
+def timed(action, done, page=None) -> float:
     """Seconds from the action to `done`; the CPU seconds the server and the browser spent meanwhile go to CPU_LOG
-    (they say where the time goes on a machine whose load makes the wall-clock figures long)."""
+    (they say where the time goes on a machine whose load makes the wall-clock figures long), and the page's own
+    clock for the same span to PAGE_LOG (without this harness's round trips and polling)."""
+    if page is not None and not page.url.startswith("about:"):
+        arm_page_clock(page)
     server0, browser0 = cpu_seconds()
     t0 = time.perf_counter()
     action()
@@ -84,6 +95,7 @@ def timed(action, done) -> float:
     seconds = time.perf_counter() - t0
     server1, browser1 = cpu_seconds()
     CPU_LOG.append((server1 - server0, browser1 - browser0))
+    PAGE_LOG.append(page_clock_seconds(page) if page is not None else None)
     return seconds
 
 
@@ -112,7 +124,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 def compare_drawn(page) -> None:
     page.get_by_text("Learning curves").wait_for()
-    page.locator("[data-testid=stPlotlyChart] .main-svg").first.wait_for()
+    page.locator("[data-testid=stEChartsChart] canvas").first.wait_for()
     wait_fully_drawn(page)
 
 
@@ -120,7 +132,7 @@ def bench_first_page(page, base: str) -> float:
     def drawn():
         page.get_by_text("What does the model see?").wait_for()
         wait_fully_drawn(page)
-    return timed(lambda: page.goto(f"{base}/"), drawn)
+    return timed(lambda: page.goto(f"{base}/"), drawn, page)
 
 
 def bench_compare_fresh_tab(browser, base: str, ids: list[int], repeat: int) -> list[float]:
@@ -129,9 +141,10 @@ def bench_compare_fresh_tab(browser, base: str, ids: list[int], repeat: int) -> 
     for _ in range(repeat):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
+        page.add_init_script(PAGE_CLOCK_JS)
         page.set_default_timeout(120_000)
         out.append(timed(lambda p=page: p.goto(f"{base}/compare?runs={ids[0]},{ids[1]}"),
-                         lambda p=page: compare_drawn(p)))
+                         lambda p=page: compare_drawn(p), page))
         context.close()
     return out
 
@@ -149,7 +162,7 @@ def bench_compare_from_runs(page, base: str, repeat: int) -> list[float]:
             for row in range(2):   # the row markers are drawn on the grid's canvas
                 page.mouse.click(grid["x"] + 15, grid["y"] + 35 * (row + 1) + 17)
                 page.wait_for_timeout(600)
-        out.append(timed(button.click, lambda: compare_drawn(page)))
+        out.append(timed(button.click, lambda: compare_drawn(page), page))
     return out
 
 
@@ -201,7 +214,7 @@ def bench_upload(page, base: str, photos: list[Path]) -> list[float]:
             page.wait_for_function(f"(b) => {{ const s = ({PHOTO_SRC_JS})(); return s && s !== b; }}", arg=before)
             caption.first.wait_for()
             wait_fully_drawn(page)
-        out.append(timed(lambda p=photo: upload.set_input_files(str(p)), shown))
+        out.append(timed(lambda p=photo: upload.set_input_files(str(p)), shown, page))
     return out
 
 
@@ -213,22 +226,29 @@ def bench_method(page, repeat: int) -> list[float]:
     for k in range(repeat):
         method = order[k % len(order)]
 
-        def pick(m=method):
-            box.click()
-            page.get_by_role("option", name=METHODS[m], exact=True).click()
+        box.click()   # the list opens (not timed: the choice is)
+        option = page.get_by_role("option", name=METHODS[method], exact=True)
+        option.wait_for()
 
         def shown(m=method):
             page.locator("[data-testid=stImage]").filter(has_text=f"{METHODS[m]} for").first.wait_for()
             wait_fully_drawn(page)
-        out.append(timed(pick, shown))
+        out.append(timed(option.click, shown, page))
     return out
 
 
 def summary(name: str, xs: list[float]) -> dict:
+    """A row's wall-clock timings (this harness's round trips included) and its page-clock ones (from the action to
+    the page fully drawn, by the page's own clock: what the user sees); the goal is judged on both."""
     goal, median = GOALS[name], statistics.median(xs)
     met = median >= goal if name in AT_LEAST else median <= goal
-    return {"n": len(xs), "median": round(median, 3), "worst": round(min(xs) if name in AT_LEAST else max(xs), 3),
-            "goal": goal, "meets_goal": met, "all": [round(x, 3) for x in xs]}
+    out = {"n": len(xs), "median": round(median, 3), "worst": round(min(xs) if name in AT_LEAST else max(xs), 3),
+           "goal": goal, "meets_goal": met, "all": [round(x, 3) for x in xs]}
+    page = [x for x in PAGE_OF.get(name, []) if x is not None]
+    if page:
+        out["page_clock"] = {"n": len(page), "median": round(statistics.median(page), 3), "worst": round(max(page), 3),
+                             "meets_goal": statistics.median(page) <= goal, "all": [round(x, 3) for x in page]}
+    return out
 
 
 def measure(rows: dict, name: str, run):
@@ -241,6 +261,7 @@ def measure(rows: dict, name: str, run):
         return None
     if len(CPU_LOG) > first:
         CPU_OF[name] = [statistics.median(x[k] for x in CPU_LOG[first:]) for k in (0, 1)]
+        PAGE_OF[name] = PAGE_LOG[first:]   # None where the page clock missed (see browserkit.page_clock_seconds)
     rows[name] = out
     print(f"{name}: {[round(x, 2) for x in (out[0] if name == 'live_fps' else out)]}  ({load()})", flush=True)
     return out
@@ -277,6 +298,7 @@ def main(argv=None) -> dict:
                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                     f"--use-file-for-fake-video-capture={clip}"])
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.add_init_script(PAGE_CLOCK_JS)
                 page.set_default_timeout(120_000)
                 rows = {}
                 measure(rows, "first_page", lambda: [bench_first_page(page, base)])
@@ -285,12 +307,16 @@ def main(argv=None) -> dict:
                 uploads = measure(rows, "upload_first", lambda: bench_upload(page, base, photos))
                 if uploads:
                     rows["upload_first"], rows["upload"] = uploads[:1], uploads[1:]
+                    clock = PAGE_OF["upload_first"]
+                    PAGE_OF["upload_first"], PAGE_OF["upload"] = clock[:1], clock[1:]
                     CPU_OF["upload_first"], CPU_OF["upload"] = list(CPU_LOG[at]), [
                         statistics.median(x[k] for x in CPU_LOG[at + 1:at + len(uploads)]) for k in (0, 1)]
                     measure(rows, "method", lambda: bench_method(page, args.repeat))
                 measure(rows, "compare_fresh_tab",
                         lambda: bench_compare_fresh_tab(browser, base, ids, args.repeat + 1)[1:])
                 measure(rows, "compare_from_runs", lambda: bench_compare_from_runs(page, base, args.repeat + 1)[1:])
+                for name in ("compare_fresh_tab", "compare_from_runs"):   # their first, untimed, warmed the caches
+                    PAGE_OF[name] = PAGE_OF.get(name, [])[1:]
                 live = measure(rows, "live_fps", lambda: bench_live(browser, base, args.live_seconds))
                 if live:
                     rows["live_fps"], caption = live
@@ -305,8 +331,11 @@ def main(argv=None) -> dict:
         unit, sign = ("fps", ">=") if name in AT_LEAST else ("s", "<=")
         cpu = CPU_OF.get(name)
         s["cpu_s"] = {"server": round(cpu[0], 3), "browser": round(cpu[1], 3)} if cpu else None
+        pc = s.get("page_clock")
         print(f"{name:18s} median {s['median']:6.2f} {unit:3s} worst {s['worst']:6.2f}  goal {sign} {s['goal']} "
               f"{'met' if s['meets_goal'] else 'NOT met'}  ({s['n']} timings)"
+              + (f"  page clock: median {pc['median']:.2f} s, worst {pc['worst']:.2f} s, "
+                 f"{'met' if pc['meets_goal'] else 'NOT met'}" if pc else "")
               + (f"  CPU: server {cpu[0]:.2f} s, browser {cpu[1]:.2f} s" if cpu else ""))
     print(f"live view: {caption}")
     if args.json:

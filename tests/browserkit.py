@@ -26,13 +26,18 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--headless", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 # Fully drawn: the script has finished (no "Running..." icon, no element left stale from the run before), no
-# skeleton or spinner is left, and every Plotly chart on the page has drawn its SVG.
+# skeleton or spinner is left, and every chart on the page is drawn: an ECharts chart (the pages') says so with
+# aria-busy="false" over its canvas, a Plotly chart (the reports') with its SVG; and every image has loaded.
 FULLY_DRAWN_JS = """() => {
   if (document.querySelector('[data-testid=stStatusWidgetRunningIcon], [data-stale=true], [data-testid=stSkeleton], '
                              + '[data-testid=stSpinner]'))
     return false;
-  const charts = document.querySelectorAll('[data-testid=stPlotlyChart]');
-  for (const c of charts) { if (!c.querySelector('.main-svg')) return false; }
+  for (const c of document.querySelectorAll('[data-testid=stPlotlyChart]')) {
+    if (!c.querySelector('.main-svg')) return false; }
+  for (const c of document.querySelectorAll('[data-testid=stEChartsChart]')) {
+    if (c.getAttribute('aria-busy') !== 'false' || !c.querySelector('canvas, svg')) return false; }
+  for (const img of document.querySelectorAll('[data-testid=stImage] img')) {
+    if (!img.complete || !img.naturalWidth) return false; }
   return document.querySelector('[data-testid=stApp]') !== null;
 }"""
 
@@ -137,6 +142,37 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+# The page's own clock (tests/bench_browser.py): from the user's action (the first pointer press, key, or file chosen
+# after `arm_page_clock`; or the navigation itself, at 0) to the moment the page last became fully drawn, in the
+# page's performance.now() time, so a timing holds no test-harness round trips. Polled every 20 ms. Armed once per
+# action: a widget's own later events (a select's change after its rerun) must not move the start.
+PAGE_CLOCK_JS = """(() => {
+  const drawn = FULLY_DRAWN;
+  const clock = window.__ferClock = {action: 0, armed: false, drawnSince: null};
+  for (const type of ['pointerdown', 'keydown', 'input', 'change'])
+    document.addEventListener(type, () => {
+      if (clock.armed) { clock.action = performance.now(); clock.armed = false; } }, true);
+  setInterval(() => {
+    if (!drawn()) clock.drawnSince = null;
+    else if (clock.drawnSince === null) clock.drawnSince = performance.now();
+  }, 20);
+})();""".replace("FULLY_DRAWN", FULLY_DRAWN_JS)
+
+
+def arm_page_clock(page) -> None:
+    """The next user event on the page starts its clock (PAGE_CLOCK_JS)."""
+    page.evaluate("() => { if (window.__ferClock) window.__ferClock.armed = true; }")
+
+
+def page_clock_seconds(page) -> float | None:
+    """Seconds from the last action to the page fully drawn by PAGE_CLOCK_JS (installed with add_init_script), or
+    None when the page never left its drawn state in between (a change faster than the 20 ms polling)."""
+    clock = page.evaluate("() => window.__ferClock || null")
+    if not clock or clock["drawnSince"] is None or clock["drawnSince"] <= clock["action"]:
+        return None
+    return (clock["drawnSince"] - clock["action"]) / 1000
 
 
 def wait_fully_drawn(page, timeout_ms: int = 60_000) -> None:

@@ -3,6 +3,7 @@ would have after a while, and a user's mistakes come back as a sentence, never a
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,8 +168,10 @@ def test_classify_shows_probabilities_and_an_explanation(app_env, lab_db):
     at.multiselect(key="classify_runs").set_value([lab_db["trained"].id]).run()
     at.file_uploader(key="classify_upload").upload("face.png", face_png(), "image/png").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 2, "a probability chart per face and run, plus the colour bar"
+    charts = at.get("echarts_chart")
+    assert charts, "a probability chart per face and run"
+    bars = json.loads(charts[0].proto.spec)
+    assert len(bars["yAxis"]["data"]) == len(bars["series"][0]["data"]) >= 2, "one bar per class, named"
     assert len(at.image) >= 3, "the boxed photo, the face and its attribution map"
     for method in ("gradcam", "occlusion"):
         at.selectbox(key="classify_method").set_value(method).run()
@@ -215,7 +218,7 @@ def test_upload_of_a_broken_csv_is_refused_and_a_good_one_imports(app_env, tmp_p
     assert [(d.splits, d.source) for d in RunStore(str(tmp_path / "runs.db")).list_datasets()] == \
         [({"train": 14, "val": 7, "test": 7}, "upload: fer2013.csv")], "an upload, not its deleted temporary copy"
     assert not at.exception, "the dataset views (balance, samples, statistics, augmentation) render"
-    assert at.get("plotly_chart") and at.image
+    assert at.get("echarts_chart") and at.image
 
 
 def test_train_form_queues_a_valid_run_and_refuses_an_invalid_one(app_env, tmp_path):
@@ -284,7 +287,8 @@ def test_compare_renders_every_view_of_the_selected_runs(app_env, lab_db):
     at.session_state["compare_ids"] = ids
     at.switch_page("pages/compare.py").run()
     assert at.multiselect(key="compare_pick").value == ids
-    assert "lr" in at.dataframe[1].value.index, "the config diff shows the one setting that differs"
+    assert "lr" in at.table[1].value.index, "the config diff shows the one setting that differs"
+    assert list(at.table[0].value["id"].astype(int)) == ids, "the summary: one row per run, in the order picked"
     for view in ("Confusion", "Per class", "Mistakes", "Gradients", "Ensemble", "Diagnosis"):
         at.segmented_control(key="compare_view").set_value(view).run()
         assert not at.exception and not at.error, (view, [e.value for e in at.exception], [e.value for e in at.error])
@@ -329,7 +333,7 @@ def test_compare_falls_back_to_val_for_runs_without_a_test_split(app_env, tmp_pa
     at.switch_page("pages/compare.py").run()
     assert at.radio(key="compare_split").value == "val", "no run has a test evaluation: val is chosen"
     assert not at.exception and not at.info, [i.value for i in at.info]
-    assert len(at.get("plotly_chart")) >= 4, "two learning-curve charts and two confusion matrices"
+    assert len(at.get("echarts_chart")) >= 4, "two learning-curve charts and two confusion matrices"
     at.segmented_control(key="compare_view").set_value("Per class").run()
     assert not at.exception and not at.info and at.dataframe
     at.segmented_control(key="compare_view").set_value("Ensemble").run()

@@ -36,7 +36,7 @@ def test_upload_a_face_and_see_probabilities_and_saliency(tmp_path):
             page.locator("input[type=file]").first.set_input_files(str(photo))
             page.get_by_text("Face 1", exact=True).wait_for(timeout=30_000)
             page.get_by_text("Saliency for").first.wait_for(timeout=30_000)
-            bars = page.locator(".js-plotly-plot").filter(has_text="neutral")   # a class name on the bar chart
+            bars = page.locator("[data-testid=stEChartsChart][aria-label*=neutral]")   # a class on the bar chart
             bars.first.wait_for(timeout=15_000)
             saliency = page.locator("[data-testid=stImage] img").count()
             page.wait_for_timeout(500)

@@ -1,4 +1,4 @@
-"""The Compare page's cached figures (fercore/ui/cached.py): a second tab on the same comparison builds nothing, and
+"""The Compare page's cached charts (fercore/ui/cached.py): a second tab on the same comparison builds nothing, and
 a run that changed (a new epoch, a new evaluation, a new name) is drawn anew."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from fercore import figures
+from fercore import charts
 from fercore.config import RunConfig
 from fercore.store.entities import Evaluation, Run, RunStatus
 from fercore.ui import cached
@@ -30,15 +30,15 @@ def builds(monkeypatch):
     """Counts the pure builders' calls; every test starts with empty caches."""
     calls = []
     for name in ("learning_curves", "confusion_heatmap", "gradient_norms"):
-        real = getattr(figures, name)
-        monkeypatch.setattr(figures, name,
+        real = getattr(charts, name)
+        monkeypatch.setattr(charts, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     for fn in (cached._learning_curves, cached._confusion_heatmap, cached._gradient_norms):
         fn.clear()
     return calls
 
 
-def test_a_second_tab_on_the_same_comparison_builds_no_figure(builds):
+def test_a_second_tab_on_the_same_comparison_builds_no_chart(builds):
     runs = [run(1), run(2)]
     labels = {r.id: f"{r.id} · {r.name}" for r in runs}
     first = cached.learning_curves(runs, labels, "loss", 0.0)
@@ -54,7 +54,7 @@ def test_a_run_that_changed_is_drawn_anew(builds):
     labels = {1: "1", 2: "2"}
     before = cached.learning_curves([run(1), run(2)], labels, "loss", 0.0)
     grown = cached.learning_curves([run(1, epochs=4), run(2)], labels, "loss", 0.0)   # one more epoch
-    assert grown is not before and len(grown.data[0].x) == 4
+    assert grown is not before and len(grown["series"][0]["data"]) == 4
     assert cached.learning_curves([run(1), run(2)], labels, "loss", 0.5) is not before, "another smoothing"
     re_evaluated = run(1, test=dataclasses.replace(run(1).test, confusion=((2, 0), (0, 2)), created_at="later"))
     assert cached.confusion_heatmap(re_evaluated, re_evaluated.test, False, "t") is not \

@@ -41,7 +41,7 @@ def add_run(store: RunStore, name: str, status: RunStatus, epochs: int = 0, erro
 
 def chart_keys(at) -> set[str]:
     from streamlit.elements.lib.utils import user_key_from_element_id
-    return {user_key_from_element_id(c.proto.id) for c in at.get("plotly_chart")}
+    return {user_key_from_element_id(c.proto.id) for c in at.get("echarts_chart")}
 
 
 def button(at, label: str):

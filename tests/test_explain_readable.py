@@ -158,4 +158,4 @@ def test_a_webcam_frame_without_a_face_is_answered_no_face(classify_page):
     at.run()
     assert not at.exception
     assert any("No face found in this webcam frame" in w.value for w in at.warning)
-    assert not at.get("plotly_chart"), "no emotion is given for a frame without a face"
+    assert not at.get("echarts_chart"), "no emotion is given for a frame without a face"

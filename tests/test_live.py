@@ -147,16 +147,16 @@ def test_live_video_in_chromium_boxes_faces_updates_the_chart_and_freezes_into_t
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)   # a busy shared machine; the frame rate is the benchmark's
             video = start_live(page, f"http://127.0.0.1:{port}")
-            page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')].some("
-                                   "c => c.innerText.includes('largest face'))")
+            page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stEChartsChart]')].some("
+                                   "c => (c.getAttribute('aria-label') || '').includes('largest face'))")
             deadline = time.monotonic() + 30
             pixels = video.evaluate(VIDEO_PIXELS_JS)
             while (not pixels or pixels["coloured"] < 200) and time.monotonic() < deadline:
                 page.wait_for_timeout(500)
                 pixels = video.evaluate(VIDEO_PIXELS_JS)
-            titles, chart = set(), page.locator("[data-testid=stPlotlyChart]").filter(has_text="largest face")
+            titles, chart = set(), page.locator("[data-testid=stEChartsChart][aria-label*='largest face']")
             for _ in range(12):   # the chart is redrawn as the clip's faces change (.first: the one a redraw replaces)
-                titles.add(chart.first.inner_text())
+                titles.add(chart.first.get_attribute("aria-label"))
                 page.wait_for_timeout(500)
             fps, processed = fps_on_page(page)
             caption = live_caption(page)

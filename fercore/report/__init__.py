@@ -7,7 +7,8 @@
     html      the report as one HTML file: plotly.js once, inline and compressed; images as data: URIs
     export    each chart as PNG and SVG (Plotly's static export through a local Chromium), tables as CSV, a zip
 
-The charts come from fercore.figures, the functions the pages draw with; the tables from
+The charts come from fercore.figures: Plotly, so that a report is one offline file with pictures to export, drawn
+from the same data, colours and scales as the pages' ECharts charts (fercore.charts); the tables from
 fercore.teach.comparison, as Compare shows them. The report sits above teach and predict (it needs both).
 """
 from fercore.report.content import Report, build_report

@@ -1,8 +1,9 @@
 """What a report says, gathered from the store: everything is read, nothing is trained or re-evaluated.
 
 `build_report(store, runs, lesson=...)` returns a `Report`: plain data, charts as Plotly figures (from
-fercore.figures, the pages' own functions) and tables as pandas frames (fercore.teach.comparison, as Compare shows
-them), which fercore.report.html lays out and fercore.report.export writes as files.
+fercore.figures: the same data, colours and scales as the pages' ECharts charts) and tables as pandas frames
+(fercore.teach.comparison, as Compare shows them), which fercore.report.html lays out
+and fercore.report.export writes as files.
 """
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
-"""The Compare page's figures, built once per process for the same runs in the same state, shared by every tab.
+"""The Compare page's charts, built once per process for the same runs in the same state, shared by every tab.
 
 Each is keyed by what it shows: the runs' fingerprints (id, status, epochs done, when it finished, when its evaluation
-was made) and the page's choices, so a figure is rebuilt exactly when its run changed and a class opening the same
-comparison builds it once. The figure builders stay pure (fercore.figures); this is the thin cached layer over
-them. `st.cache_resource`, not `st.cache_data`: st.plotly_chart only reads a Figure, and cache_data's pickled copy
-per hit cost more than building it (34 ms against 24 ms for two runs' learning curves, measured on this machine).
+was made) and the page's choices, so a chart is rebuilt exactly when its run changed and a class opening the same
+comparison builds it once. The chart builders stay pure (fercore.charts); this is the thin cached layer over
+them. `st.cache_resource`, not `st.cache_data`: the page only reads an option, and cache_data's pickled copy per
+hit cost more than building it (measured with Plotly figures: 34 ms against 24 ms for two runs' learning curves).
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from fercore import figures
+from fercore import charts
 
 
 def fingerprint(run) -> tuple:
@@ -27,7 +27,7 @@ def learning_curves(runs, labels: dict, metric: str, smoothing: float):
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _learning_curves(key, label_key, metric, smoothing, _series):
-    return figures.learning_curves(_series, metric, smoothing)
+    return charts.learning_curves(_series, metric, smoothing)
 
 
 def confusion_heatmap(run, ev, normal: bool, title: str):
@@ -36,7 +36,7 @@ def confusion_heatmap(run, ev, normal: bool, title: str):
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _confusion_heatmap(key, split, normal, title, _ev):
-    return figures.confusion_heatmap(_ev.confusion, _ev.classes, normal, title)
+    return charts.confusion_heatmap(_ev.confusion, _ev.classes, normal, title)
 
 
 def confusion_difference(run_a, ev_a, run_b, ev_b, title: str):
@@ -46,7 +46,7 @@ def confusion_difference(run_a, ev_a, run_b, ev_b, title: str):
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _confusion_difference(key_a, key_b, split, title, _evs):
     a, b = _evs
-    return figures.confusion_difference(a.confusion, b.confusion, a.classes, title)
+    return charts.confusion_difference(a.confusion, b.confusion, a.classes, title)
 
 
 def per_class_bars(runs, split: str, frame, metric: str):
@@ -55,7 +55,7 @@ def per_class_bars(runs, split: str, frame, metric: str):
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _per_class_bars(key, split, metric, _frame):
-    return figures.per_class_bars(_frame, metric)
+    return charts.per_class_bars(_frame, metric)
 
 
 def gradient_norms(run, label: str, shared_range):
@@ -64,4 +64,4 @@ def gradient_norms(run, label: str, shared_range):
 
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _gradient_norms(key, label, shared_range, _epochs):
-    return figures.gradient_norms(_epochs, label, list(shared_range) or None)
+    return charts.gradient_norms(_epochs, label, list(shared_range) or None)

@@ -281,7 +281,8 @@ def _failed() -> None:
 @st.fragment(run_every=CHART_EVERY_S)
 def live_chart(feed: LiveFeed) -> None:
     """The largest face's smoothed probabilities and the processed frame rate, redrawn a few times a second."""
-    from fercore import figures
+    from fercore import charts
+    from fercore.ui.draw import chart
     now = feed.snapshot()
     fps = feed.fps()
     cost = "" if now["ms_per_frame"] is None else ", {:.0f} ms each, {:.0f} ms of CPU".format(*now["ms_per_frame"])
@@ -292,5 +293,4 @@ def live_chart(feed: LiveFeed) -> None:
         st.warning(f"Frames could not be classified: {now['error']}")
     if now["probs"]:
         top = max(now["probs"], key=now["probs"].get)
-        st.plotly_chart(figures.probability_bars(now["probs"], f"largest face: {top}"), key="live-bars",
-                        config={"displayModeBar": False, "staticPlot": True})
+        chart(charts.probability_bars(now["probs"], f"largest face: {top}"), "live-bars")

@@ -3,7 +3,7 @@
 Streamlit runs no app code before its first visitor, so the warm-up starts when the first page of a fresh server
 has been drawn (streamlit_app.py starts it after the page ran): that page itself needs neither torch nor a model
 (the sidebar says "checking..." for the training device until torch is in), and everything a class waits on
-next is loaded behind it: torch, the training device, plotly and the figures, the store, the starter model's
+next is loaded behind it: torch, the training device, the chart builders, the store, the starter model's
 network with a first prediction and a first explanation (captum, the first backward pass), the face detectors,
 and the live video's WebRTC stack. The shared objects land in the process's caches (fercore.ui.state,
 fercore.predict.faces), the same ones the pages use, never a copy.
@@ -72,13 +72,11 @@ def _device(url: str) -> None:
     state.training_device()
 
 
-def _figures(url: str) -> None:
+def _charts(url: str) -> None:
     import pandas  # noqa: F401
-    import plotly.graph_objects as go
 
-    from fercore import figures  # noqa: F401
+    from fercore import charts  # noqa: F401
     from fercore.ui import tables  # noqa: F401
-    go.Figure(go.Bar(x=[1], y=[1])).to_json()   # plotly's validators load on first use
 
 
 def _starter(url: str) -> None:
@@ -117,5 +115,5 @@ def _webrtc(url: str) -> None:
         import av  # noqa: F401
 
 
-STEPS = [("torch", _torch), ("training device", _device), ("figures", _figures), ("starter model", _starter),
+STEPS = [("torch", _torch), ("training device", _device), ("charts", _charts), ("starter model", _starter),
          ("face detectors", _detectors), ("live video", _webrtc)]
