@@ -232,7 +232,7 @@ def per_class_bars(frame, metric: str) -> dict:
                   grid={"left": 8, "right": 8, "top": 44 + 22 * (legend_rows(len(groups), 3) - 1), "bottom": 8,
                         "containLabel": True},
                   xAxis={"type": "category", "data": classes, "axisLabel": {"interval": 0}},
-                  yAxis={"type": "value", "min": 0, "max": 100, "name": metric,
+                  yAxis={"type": "value", "min": 0, "max": 100,   # the metric is named beside its chart
                          "axisLabel": {"formatter": "{value} %"}},
                   series=series)
 
