@@ -157,6 +157,20 @@ def cmd_worker(args, store):
     return {"trained": n}, f"Worker finished: {n} run(s) trained."
 
 
+@command("serve")
+def cmd_serve(args, store):
+    from fercore import serve
+
+    def ready(info: dict) -> None:
+        print(json.dumps(info) if args.json else
+              f"FER Lab at {info['url']}: nginx in front of {len(info['backends'])} app process(es) on ports "
+              f"{', '.join(map(str, info['backends']))} ({info['threads_per_process']} torch thread(s) each). "
+              "Ctrl-C stops them all.", flush=True)
+    status = serve.serve(args.db, args.processes, args.port, args.address, ready)
+    return {"stopped": True, "exit_status": status}, "Stopped." if status == 0 else \
+        "Stopped: nginx or an app process ended by itself (see its output above)."
+
+
 # --- runs ----------------------------------------------------------------------------------------------
 @command("runs list")
 def cmd_runs_list(args, store):
@@ -479,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--stall-minutes", type=float, default=None,
                    help="fail a run whose training made no progress for this long (default: $FER_STALL_MINUTES "
                         "or 30; 0 = off)")
+
+    sv = sub.add_parser("serve", parents=[common],
+                        help="several app processes behind nginx, for a class on a many-core server")
+    sv.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                    help="app processes (default: one per two cores)")
+    sv.add_argument("--port", type=int, default=8501, help="the port the class opens (default 8501)")
+    sv.add_argument("--address", default="localhost",
+                    help="the address nginx listens on (default localhost; 0.0.0.0 for a class on the network)")
 
     runs = group("runs", "list, show, cancel, resume, delete, restore, export, import, log, diagnose runs")
     r = runs.add_parser("list", parents=[common])

@@ -136,10 +136,10 @@ def start_app(db: Path, port: int, *streamlit_args: str, **env_changes: str) -> 
     raise RuntimeError("streamlit did not answer within 60 s")
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
 

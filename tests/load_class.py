@@ -12,6 +12,7 @@ classify.py); a switch is done when its (fragment or full) run finished with an 
     python tests/load_class.py --students 1,10,30      # the table: one fresh class per N on one server
     python tests/load_class.py --students 30 --spread 0 --profile /tmp/server.svg   # all at once, py-spy profile
     python tests/load_class.py --students 30 --servers 2   # two app processes, students spread as by a sticky proxy
+    python tests/load_class.py --students 30 --servers 2 --proxy   # the same behind nginx (`fercore serve`)
 
 Every figure is measured on the client side from sending the first message to the finished run; the server's CPU
 (seconds, cores used) and memory come from /proc.
@@ -74,24 +75,30 @@ class Student:
     # --- the connection -----------------------------------------------------------------------------------
     async def open(self) -> None:
         t0 = time.perf_counter()
-        self.cookie = await asyncio.to_thread(self._xsrf_cookie)
+        self.cookies = await asyncio.to_thread(self._cookies)
+        self.cookie = self.cookies.get(XSRF_COOKIE, "")
         ws_url = self.base.replace("http", "ws", 1) + "/_stcore/stream"
         # no keepalive pings: a busy server may not answer one within websockets' 20 s, and a browser waits longer
         self.ws = await websockets.connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=120,
                                            ping_interval=None,
-                                           additional_headers={"Cookie": f"{XSRF_COOKIE}={self.cookie}"})
+                                           additional_headers={"Cookie": self.cookie_header()})
         self.reader = asyncio.create_task(self._read())
         await self._rerun(ClientState(page_name=""))
         self.timings["open_s"] = time.perf_counter() - t0
         self.idle.set()
 
-    def _xsrf_cookie(self) -> str:
+    def _cookies(self) -> dict[str, str]:
+        """The cookies a browser would keep from its first request: Streamlit's XSRF token, and behind
+        `python -m fercore serve` the proxy's key that keeps this student on one app process."""
+        out = {}
         with urllib.request.urlopen(self.base + "/_stcore/health", timeout=60) as r:
             for header in r.headers.get_all("Set-Cookie") or []:
                 name, _, rest = header.partition("=")
-                if name.strip() == XSRF_COOKIE:
-                    return rest.split(";")[0]
-        return ""
+                out[name.strip()] = rest.split(";")[0]
+        return out
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
     async def close(self) -> None:
         for task in [self.reader, *self.timers.values()]:
@@ -193,7 +200,7 @@ class Student:
                 f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
         req = urllib.request.Request(url, data=body, method="PUT", headers={
             "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Xsrftoken": self.cookie,
-            "Cookie": f"{XSRF_COOKIE}={self.cookie}"})
+            "Cookie": self.cookie_header()})
         with urllib.request.urlopen(req, timeout=120) as r:
             r.read()
 
@@ -265,11 +272,17 @@ def photos_for(n: int, folder: Path, offset: int) -> list[Path]:
 
 
 def run_table(sizes: list[int], spread: float, base: str | None = None, profile: str | None = None,
-              pid: int | None = None, servers: int = 1) -> list[dict]:
+              pid: int | None = None, servers: int = 1, proxy: bool = False) -> list[dict]:
     """One class per size against `servers` app processes over one fresh database (or the running server `base`).
-    Several processes share the cores: each gets torch threads = cores / servers."""
+    Several processes share the cores: each gets torch threads = cores / servers. With `proxy`, the processes are
+    started by `python -m fercore serve` and every student goes through its nginx."""
     tmp = Path(tempfile.mkdtemp(prefix="fer-load-class-"))
     procs, pids, bases = [], [pid] if pid else [], [base] if base else []
+    if proxy and base is None:
+        serving, ready = start_serve(tmp / "runs.db", servers)
+        procs, pids, bases = [serving], ready["pids"], [ready["url"]]
+        base = ready["url"]
+    warm_bases = [f"http://127.0.0.1:{p}" for p in ready["backends"]] if proxy and procs else None
     if base is None:
         threads = str(max(1, (os.cpu_count() or 2) // servers))
         for _ in range(servers):
@@ -279,7 +292,7 @@ def run_table(sizes: list[int], spread: float, base: str | None = None, profile:
         pids = [p.pid for p in procs]
     spy = None
     try:
-        for b in bases:   # warm each process: imports, the starter, the face detectors
+        for b in warm_bases or bases:   # warm each process (directly): imports, the starter, the face detectors
             warm = asyncio.run(lesson([b], photos_for(1, tmp, 999), spread=0))
             if warm["failed"]:
                 raise RuntimeError(f"a single student failed: {warm['failures']}")
@@ -298,7 +311,8 @@ def run_table(sizes: list[int], spread: float, base: str | None = None, profile:
                 used = sum(map(cpu_seconds, pids)) - cpu0
                 row.update(server_cpu_s=round(used, 1), server_cores=round(used / wall, 2),
                            server_rss_mb=round(sum(map(rss_mb, pids))))
-            row.update(servers=len(bases), wall_s=round(wall, 1), spread_s=spread, load=round(os.getloadavg()[0], 1))
+            row.update(servers=len(pids) if proxy else len(bases), proxy="nginx" if proxy else None,
+                       wall_s=round(wall, 1), spread_s=spread, load=round(os.getloadavg()[0], 1))
             rows.append(row)
             print(json.dumps(row), flush=True)
         return rows
@@ -307,7 +321,21 @@ def run_table(sizes: list[int], spread: float, base: str | None = None, profile:
             spy.send_signal(2)
             spy.wait(timeout=60)
         for proc in procs:
-            stop(proc)
+            stop(proc, timeout=60 if proxy else 10)   # `fercore serve` stops nginx and its apps first
+
+
+def start_serve(db: Path, processes: int) -> tuple[subprocess.Popen, dict]:
+    """`python -m fercore serve` on a free port: the running command and what it said when ready (its URL, the app
+    processes' pids)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fercore", "--db", str(db), "--json", "serve", "--processes",
+                             str(processes), "--port", str(port), "--address", "127.0.0.1"], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stdout.readline()
+    if not line.startswith("{") or "pids" not in line:
+        stop(proc)
+        raise RuntimeError(f"`fercore serve` did not start: {line.strip() or 'no output'}")
+    return proc, json.loads(line)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -329,10 +357,12 @@ def main() -> None:
     ap.add_argument("--pid", type=int)
     ap.add_argument("--servers", type=int, default=1,
                     help="app processes over one database, students spread over them (a proxy with sticky sessions)")
+    ap.add_argument("--proxy", action="store_true",
+                    help="start the processes with `python -m fercore serve` and send every student through its nginx")
     ap.add_argument("--profile", help="record the server with py-spy into this file (.svg, or .json: speedscope)")
     args = ap.parse_args()
     rows = run_table([int(n) for n in args.students.split(",")], args.spread, args.url, args.profile, args.pid,
-                     args.servers)
+                     args.servers, args.proxy)
     print(f"\n{os.uname().nodename}, {os.cpu_count()} cores, load {os.getloadavg()}, cwd {REPO}")
     print(markdown(rows))
 
