@@ -5,7 +5,7 @@ the machine and its load, so they are reported against their goals, never assert
 
 On a fresh database of `--runs` runs (the shipped starter and tiny CNNs trained here on the synthetic faces,
 12 epochs each), with a Streamlit server started as the README does, it times from the user's action to the
-page fully drawn (no script running, no stale element, every Plotly chart drawn; tests/browserkit.py):
+page fully drawn (no script running, no stale element, every chart drawn, every image loaded; tests/browserkit.py):
 
   first_page         the first page (Classify) of a freshly started server                      goal <= 2 s
   upload_first       the server's first photo on Classify until faces, bars and saliency are drawn goal <= 1 s
