@@ -124,7 +124,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 def compare_drawn(page) -> None:
     page.get_by_text("Learning curves").wait_for()
-    page.locator("[data-testid=stEChartsChart] canvas").first.wait_for()
+    page.locator("[data-testid=stEChartsChart] canvas, [data-testid=stEChartsChart] svg").first.wait_for()
     wait_fully_drawn(page)
 
 
