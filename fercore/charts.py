@@ -14,6 +14,7 @@ ECharts option carries no JavaScript to format a fraction.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from fercore.figures import (
     colour,
     layer_shades,
     legend_rows,
+    max_epoch,
     row_normalise,
     smooth,
 )
@@ -54,7 +56,8 @@ def spec(option: dict) -> dict:
 
 
 def _pct(v) -> float | None:
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else round(100 * float(v), 2)
+    v = _finite(v)
+    return None if v is None else round(100 * v, 2)
 
 
 # --- Classify ------------------------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing
         for s, c in zip(out, (colour(0), colour(1))):
             s["lineStyle"]["color"] = s["itemStyle"]["color"] = c
     rows = legend_rows(2 if single else len(series))
-    last = max((e["epoch"] for _, eps in series for e in eps), default=1)
+    last = max_epoch(series)
     return _chart(chart_height + LEGEND_ROW * rows,
                   legend={"bottom": 0, "left": 0, "textStyle": {"fontSize": 11}},
                   tooltip={"trigger": "axis", "valueFormatter": "%.1f %%" if acc else "%.4f"},
@@ -153,7 +156,7 @@ def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing
 
 
 def _finite(v):
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return float(v) if isinstance(v, numbers.Real) and math.isfinite(v) else None   # numpy numbers too
 
 
 def gradient_norms(epochs: list[dict], title: str = "", y_range: list[float] | None = None) -> dict:

@@ -58,7 +58,7 @@ def learning_curves(series: list[tuple[str, list[dict]]], metric: str, smoothing
                             name=split if single else label, showlegend=single or split == "val",
                             line=dict(color=colour(i), dash=dash), marker=dict(size=5), legendgroup=label,
                             hovertemplate=f"{label} {split} {metric}: %{{y:.4f}} (epoch %{{x}})<extra></extra>")
-    fig.update_xaxes(title="epoch", dtick=1 if _max_epoch(series) <= 20 else None)
+    fig.update_xaxes(title="epoch", dtick=1 if max_epoch(series) <= 20 else None)
     values = [v for _, epochs in series for e in epochs for k in ("train_acc", "val_acc")
               if isinstance(v := e.get(k), (int, float)) and math.isfinite(v)]
     fig.update_yaxes(title="accuracy" if metric == "acc" else "loss",
@@ -88,7 +88,8 @@ def legend_rows(entries: int, per_row: int = 2) -> int:
     return max(1, math.ceil(entries / per_row))
 
 
-def _max_epoch(series) -> int:
+def max_epoch(series) -> int:
+    """The last epoch of several runs' curves (0 with none)."""
     return max((e["epoch"] for _, eps in series for e in eps), default=0)
 
 
